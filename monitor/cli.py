@@ -1,0 +1,169 @@
+"""`python -m monitor COMMAND`: the command line (DESIGN.md "Command line").
+
+A user's mistake (a bad setting, a mapping that does not fit) is one line on stderr and exit status 2;
+a failure of something outside (Stripe, a database) is one line and exit status 1. No traceback for
+either; every secret the configuration holds is masked in what is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from monitor import config as config_module
+from monitor.errors import MonitorError
+
+
+def _money(amount: int | None, currency: str | None) -> str:
+    from monitor.reconcile import format_money
+
+    return format_money(amount, currency) if amount is not None and currency else ""
+
+
+def _progress_printer(stream):
+    if not stream.isatty():
+        return None
+
+    def show(resource: str, objects: int, pages: int) -> None:
+        stream.write(f"\r  {resource}: {objects:,} objects, {pages:,} pages so far\033[K")
+        stream.flush()
+
+    return show
+
+
+def cmd_sync(args, cfg) -> int:
+    from monitor import pipeline, store
+
+    engine = store.open_store(cfg.monitor_database_url)
+    progress = _progress_printer(sys.stderr)
+    result = pipeline.run_sync(cfg, engine, full=args.full, progress=progress)
+    if progress:
+        sys.stderr.write("\r\033[K")
+    parts = ", ".join(f"{name} {n:,}" for name, n in result.objects.items())
+    mode = " (demo: the built-in Stripe emulator)" if cfg.demo else ""
+    print(
+        f"synced {result.total:,} objects in {result.requests:,} requests, {result.seconds:.1f} s{mode}: {parts}"
+    )
+    return 0
+
+
+def cmd_reconcile(args, cfg) -> int:
+    from monitor import pipeline, store
+
+    engine = store.open_store(cfg.monitor_database_url)
+    report = pipeline.run_reconcile(cfg, engine)
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    s = report.summary
+    risk = ", ".join(_money(v, k) for k, v in sorted(s["amount_at_risk"].items())) or "none"
+    print(
+        f"{s['payments']:,} payments, {s['matched']:,} matched, parity {s['parity_pct']}%, "
+        f"{len(report.findings):,} findings; paid without access: {risk}"
+    )
+    for f in report.findings:
+        what = f["payment_id"] or ", ".join(f"row {i}" for i in f["subscription_ids"]) or ""
+        print(
+            f"  {f['severity'].upper():8} {f['kind']:26} {what:28} {f.get('customer_email') or '':30} "
+            f"{_money(f.get('amount'), f.get('currency')):>12}  [{f['status']}]"
+        )
+        if f.get("hint"):
+            print(f"           {f['hint']}")
+    return 0
+
+
+def cmd_emulator(args, _cfg) -> int:
+    from monitor.emulator import server
+
+    objects: list[dict] = []
+    if args.fixtures:
+        try:
+            objects = server.load_fixtures(args.fixtures)
+        except ValueError as e:
+            raise config_module.ConfigError(f"--fixtures {args.fixtures}: {e}") from None
+    scenario = args.scenario or ("empty" if args.fixtures else "demo")
+    if scenario == "demo":
+        from monitor.emulator.demo import build_demo, ensure_demo_app_db
+
+        url = os.environ.get("APP_DATABASE_URL") or config_module.DEMO_APP_DATABASE_URL
+        anchor = ensure_demo_app_db(url)
+        objects = build_demo(anchor).objects + objects
+        print(
+            f"demo scenario anchored at {anchor:%Y-%m-%d %H:%M} UTC; app database {config_module.mask_url(url)}"
+        )
+    if args.error_rate is not None and not 0 <= args.error_rate <= 1:
+        raise config_module.ConfigError(f"--error-rate {args.error_rate} is not valid: expected 0 to 1")
+    server.serve_forever(
+        objects,
+        port=args.port,
+        api_key=args.api_key,
+        latency_ms=args.latency_ms,
+        rate_limit=args.rate_limit,
+        error_rate=args.error_rate or 0.0,
+    )
+    return 0
+
+
+def _nonnegative(kind):
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"{value!r} is negative")
+        return number
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m monitor",
+        description="Payment Parity Monitor: Stripe payments against app subscriptions.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "sync", help="pull Stripe objects into the store (incremental; resumes after a failure)"
+    )
+    p.add_argument("--full", action="store_true", help="fetch everything again instead of only what is new")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("reconcile", help="compare payments with subscription rows; print the findings")
+    p.add_argument("--json", action="store_true", help="print DESIGN.md's JSON object")
+    p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("emulator", help="run the Stripe emulator in the foreground")
+    p.add_argument("--port", type=int, default=12111)
+    p.add_argument("--fixtures", help='a JSON file {"objects": [Stripe objects]}')
+    p.add_argument("--scenario", choices=("demo", "empty"), help="demo (default without --fixtures) or empty")
+    p.add_argument("--api-key", help="accept only this key (default: any sk_test_… or rk_test_… key)")
+    p.add_argument("--latency-ms", type=_nonnegative(float), default=0.0, help="delay every answer")
+    p.add_argument("--rate-limit", type=_nonnegative(float), default=None, help="requests/s before 429")
+    p.add_argument("--error-rate", type=float, default=None, help="share of requests answered 500 (0-1)")
+    p.set_defaults(func=cmd_emulator, needs_config=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = None
+    try:
+        if getattr(args, "needs_config", True):
+            cfg = config_module.load()
+        return args.func(args, cfg)
+    except config_module.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except MonitorError as e:
+        message = cfg.mask(str(e)) if cfg else str(e)
+        print(f"error: {message}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("interrupted; everything saved so far stays saved", file=sys.stderr)
+        return 130

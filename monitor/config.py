@@ -1,0 +1,315 @@
+"""Settings: one table, parsed strictly from the environment and an optional `monitor.toml`.
+
+The environment wins over `monitor.toml` (same keys in lower case). A bad value raises `ConfigError`
+whose message is one line naming the setting, the value (secrets masked) and what is expected; the CLI
+prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+class ConfigError(Exception):
+    """A setting has a value the monitor cannot use. The message is one line, safe to print."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    meaning: str
+    default: str
+    secret: bool = False
+
+
+# The one table of settings. README.md documents each; tests/test_config.py keeps the two in step.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "STRIPE_API_KEY",
+        "secret or restricted key; a read-only restricted key (`rk_…`) is enough for everything "
+        "but webhook replay",
+        "unset: demo mode, the built-in Stripe emulator with the demo scenario",
+        secret=True,
+    ),
+    Setting("STRIPE_API_BASE", "base URL of the Stripe API", "`https://api.stripe.com`"),
+    Setting(
+        "MONITOR_DATABASE_URL", "SQLAlchemy URL of the monitor's own store", "`sqlite:///data/monitor.db`"
+    ),
+    Setting(
+        "APP_DATABASE_URL",
+        "SQLAlchemy URL of the app's database",
+        "demo: `sqlite:///data/demo_app.db`; otherwise required",
+        secret=False,
+    ),
+    Setting(
+        "APP_SCHEMA",
+        "mapping preset (`default`, `djstripe`) or path to a mapping TOML",
+        "`default`",
+    ),
+    Setting(
+        "EXPECTED_WEBHOOK_URL",
+        "the URL where Stripe must deliver",
+        'unset: the endpoint check says "not configured"',
+    ),
+    Setting(
+        "WEBHOOK_SECRET", "that endpoint's signing secret, used by the replay repair", "unset", secret=True
+    ),
+    Setting(
+        "REDIS_URLS",
+        "comma-separated `name=url`, e.g. `channels=redis://localhost:6379/0,celery=redis://…`",
+        "`channels=redis://localhost:6379/0`",
+    ),
+    Setting(
+        "GRACE_MINUTES",
+        "how long a paid payment may lack its subscription, or an event its delivery, before it is a finding",
+        "`10`",
+    ),
+)
+
+DEMO_APP_DATABASE_URL = "sqlite:///data/demo_app.db"
+DEFAULT_MONITOR_DATABASE_URL = "sqlite:///data/monitor.db"
+DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
+DEFAULT_REDIS_URLS = "channels=redis://localhost:6379/0"
+
+
+@dataclass(frozen=True, repr=False)
+class Config:
+    """Parsed settings. `stripe_api_key` is None in demo mode. Its repr masks every secret."""
+
+    stripe_api_key: str | None
+    stripe_api_base: str
+    monitor_database_url: str
+    app_database_url: str
+    app_schema: str
+    expected_webhook_url: str | None
+    webhook_secret: str | None
+    redis_urls: dict[str, str]
+    grace_minutes: int
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def demo(self) -> bool:
+        """Demo mode: no Stripe key, so the built-in emulator serves the demo scenario."""
+        return self.stripe_api_key is None
+
+    @property
+    def livemode(self) -> bool | None:
+        """True for a live key, False for a test key, None in demo mode."""
+        if self.stripe_api_key is None:
+            return None
+        return "_live_" in self.stripe_api_key
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "secrets")
+        return self.mask(f"Config({fields})")
+
+    def mask(self, text: str) -> str:
+        """`text` with every secret value this configuration holds masked."""
+        return mask_secrets(text, self.secrets)
+
+
+def mask_value(value: str) -> str:
+    """A secret shown safely: its kind prefix and last four characters at most."""
+    if len(value) <= 8:
+        return "****"
+    prefix = value.split("_", 2)
+    head = "_".join(prefix[:2]) + "_" if len(prefix) == 3 and len(prefix[0]) <= 5 else ""
+    return f"{head}…{value[-4:]}" if len(value) > 16 else f"{head}****"
+
+
+def mask_url(url: str) -> str:
+    """A URL with any password replaced by `****`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{netloc[-1]}"))
+
+
+def url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, mask_value(secret) if len(secret) > 8 else "****")
+    return text
+
+
+def _nonempty(raw: Mapping[str, str], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _bad(name: str, value: str, expected: str, secret: bool = False) -> ConfigError:
+    shown = mask_value(value) if secret else mask_url(value)
+    return ConfigError(f"{name}={shown!r} is not valid: expected {expected}")
+
+
+def _parse_int(raw: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    value = _nonempty(raw, name)
+    if value is None:
+        return default
+    if not re.fullmatch(r"\d+", value) or not minimum <= int(value) <= maximum:
+        raise _bad(name, value, f"a whole number from {minimum} to {maximum}")
+    return int(value)
+
+
+def _parse_http_url(raw: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = _nonempty(raw, name)
+    if value is None:
+        return default
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _bad(name, value, "an http:// or https:// URL")
+    return value.rstrip("/") if name == "STRIPE_API_BASE" else value
+
+
+def _parse_db_url(raw: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = _nonempty(raw, name)
+    if value is None:
+        return default
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise _bad(name, value, "an SQLAlchemy database URL such as sqlite:///data/app.db") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise _bad(name, value, "a sqlite:// or postgresql:// URL")
+    return value
+
+
+def _parse_stripe_key(raw: Mapping[str, str]) -> str | None:
+    value = _nonempty(raw, "STRIPE_API_KEY")
+    if value is None:
+        return None
+    if not re.fullmatch(r"(sk|rk)_(test|live)_[A-Za-z0-9_]+", value):
+        raise _bad(
+            "STRIPE_API_KEY", value, "a Stripe secret key (sk_…) or restricted key (rk_…)", secret=True
+        )
+    return value
+
+
+def parse_redis_urls(value: str) -> dict[str, str]:
+    """`name=url,name=url` into an ordered dict; raises ValueError naming the bad part."""
+    result: dict[str, str] = {}
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, url = part.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"{_mask_named_url(part)!r} is not name=url")
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{mask_url(url)!r} is not a redis:// URL")
+        if name in result:
+            raise ValueError(f"the name {name!r} appears twice")
+        result[name] = url
+    if not result:
+        raise ValueError("no name=url given")
+    return result
+
+
+def _mask_named_url(part: str) -> str:
+    name, sep, url = part.partition("=")
+    return f"{name}={mask_url(url)}" if sep else mask_url(part)
+
+
+def _parse_redis(raw: Mapping[str, str]) -> dict[str, str]:
+    value = _nonempty(raw, "REDIS_URLS") or DEFAULT_REDIS_URLS
+    try:
+        return parse_redis_urls(value)
+    except ValueError as e:
+        shown = ",".join(_mask_named_url(p) for p in value.split(","))
+        raise ConfigError(
+            f"REDIS_URLS={shown!r} is not valid: {e}; expected comma-separated name=redis://host:port/db"
+        ) from None
+
+
+def _parse_schema(raw: Mapping[str, str]) -> str:
+    value = _nonempty(raw, "APP_SCHEMA") or "default"
+    if value in ("default", "djstripe"):
+        return value
+    if not value.endswith(".toml"):
+        raise _bad("APP_SCHEMA", value, "default, djstripe, or the path of a mapping .toml file")
+    if not Path(value).is_file():
+        raise ConfigError(f"APP_SCHEMA={value!r} is not valid: no such mapping file")
+    return value
+
+
+def read_toml(path: Path) -> dict[str, str]:
+    """`monitor.toml` as upper-case keys with string values; a broken file is a ConfigError."""
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    known = {s.name for s in SETTINGS} | EXTRA_SETTINGS
+    result = {}
+    for key, value in data.items():
+        if key.upper() not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known)).lower()}")
+        result[key.upper()] = str(value)
+    return result
+
+
+# Settings added by later parts register here so `monitor.toml` accepts them.
+EXTRA_SETTINGS: set[str] = set()
+
+
+def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None) -> Config:
+    """Parse the settings; raise ConfigError for the first bad one."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, str] = dict(read_toml(toml_path or Path(env.get("MONITOR_CONFIG", "monitor.toml"))))
+    raw.update({k: v for k, v in env.items() if k in {s.name for s in SETTINGS} | EXTRA_SETTINGS})
+    key = _parse_stripe_key(raw)
+    app_url = _parse_db_url(raw, "APP_DATABASE_URL", DEMO_APP_DATABASE_URL if key is None else None)
+    if app_url is None:
+        raise ConfigError(
+            "APP_DATABASE_URL is not set: expected the SQLAlchemy URL of the app's database "
+            "(required when STRIPE_API_KEY is set)"
+        )
+    redis = _parse_redis(raw)
+    webhook_secret = _nonempty(raw, "WEBHOOK_SECRET")
+    monitor_url = _parse_db_url(raw, "MONITOR_DATABASE_URL", DEFAULT_MONITOR_DATABASE_URL)
+    secrets = [key, webhook_secret]
+    secrets += [url_password(u) for u in (*redis.values(), app_url, monitor_url)]
+    return Config(
+        stripe_api_key=key,
+        stripe_api_base=_parse_http_url(raw, "STRIPE_API_BASE", DEFAULT_STRIPE_API_BASE),
+        monitor_database_url=monitor_url,
+        app_database_url=app_url,
+        app_schema=_parse_schema(raw),
+        expected_webhook_url=_parse_http_url(raw, "EXPECTED_WEBHOOK_URL", None),
+        webhook_secret=webhook_secret,
+        redis_urls=redis,
+        grace_minutes=_parse_int(raw, "GRACE_MINUTES", 10, 0, 7 * 24 * 60),
+        secrets=tuple(s for s in secrets if s),
+    )
+
+
+def settings_table() -> str:
+    """The settings as the Markdown table README.md shows."""
+    lines = ["| variable | meaning | default |", "|---|---|---|"]
+    lines += [f"| `{s.name}` | {s.meaning} | {s.default} |" for s in SETTINGS]
+    return "\n".join(lines)

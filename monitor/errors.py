@@ -1,0 +1,51 @@
+"""The project's own exception types. Library errors are translated into these at each module's seam.
+
+Every message is one line, safe to print: no secrets, no traceback needed to understand it.
+"""
+
+
+class MonitorError(Exception):
+    """Base class. The CLI prints the message and exits with `exit_status`."""
+
+    exit_status = 1
+
+
+class BadInput(MonitorError):
+    """The user asked for something that cannot be done as asked (exit status 2)."""
+
+    exit_status = 2
+
+
+class StripeError(MonitorError):
+    """Talking to Stripe failed."""
+
+    #: True when trying again later may succeed (network, 5xx, 429); False for a rejected key or request.
+    transient = True
+
+
+class StripeAuthError(StripeError):
+    """Stripe rejected the API key (401) or its permissions (403)."""
+
+    transient = False
+
+
+class StripeRequestError(StripeError):
+    """Stripe refused the request itself (400, 404)."""
+
+    transient = False
+
+
+class StripeUnavailable(StripeError):
+    """Stripe could not be reached, or kept answering 429/5xx after bounded retries."""
+
+
+class AppDatabaseError(MonitorError):
+    """The app's database could not be read or written."""
+
+
+class MappingError(BadInput):
+    """The mapping (APP_SCHEMA) does not fit the app's database: a missing column, a failing query."""
+
+
+class StoreError(MonitorError):
+    """The monitor's own store could not be opened or written."""

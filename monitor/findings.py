@@ -1,0 +1,102 @@
+"""What a finding is: its kinds, severities and stable identity. Pure; no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+CRITICAL = "critical"
+WARNING = "warning"
+
+# kind -> (severity, what it means); the table of DESIGN.md "Finding kinds".
+KINDS: dict[str, tuple[str, str]] = {
+    "paid_without_subscription": (CRITICAL, "a payment older than the grace period has no subscription row"),
+    "subscription_not_active": (CRITICAL, "a paid payment's subscription row is not in an active status"),
+    "period_not_extended": (
+        WARNING,
+        "a paid renewal invoice's period is not reflected in the row's current_period_end",
+    ),
+    "amount_mismatch": (WARNING, "amount or currency paid differs from the row"),
+    "duplicate_subscription": (
+        WARNING,
+        "more than one active row for one payment or one Stripe subscription",
+    ),
+    "active_without_payment": (WARNING, "an active row with no paid payment behind it"),
+    "refunded_but_active": (WARNING, "fully refunded, or dispute lost, and the row is still active"),
+    "webhook_undelivered": (
+        CRITICAL,
+        "a payment-related event still has pending_webhooks > 0 after the grace period",
+    ),
+    "webhook_failed": (CRITICAL, "the app's webhook log records a failure for an event and no later success"),
+    "webhook_missing": (
+        WARNING,
+        "Stripe reports the event delivered, but the app's log has no record of it (delivered elsewhere)",
+    ),
+    "endpoint_misconfigured": (
+        CRITICAL,
+        "no enabled endpoint at EXPECTED_WEBHOOK_URL receiving the required event types, "
+        "or a test/live mismatch",
+    ),
+}
+
+PAYMENT_KINDS: tuple[str, ...] = (
+    "paid_without_subscription",
+    "subscription_not_active",
+    "period_not_extended",
+    "amount_mismatch",
+    "duplicate_subscription",
+    "active_without_payment",
+    "refunded_but_active",
+)
+WEBHOOK_KINDS: tuple[str, ...] = (
+    "webhook_undelivered",
+    "webhook_failed",
+    "webhook_missing",
+    "endpoint_misconfigured",
+)
+
+
+def severity_of(kind: str) -> str:
+    return KINDS[kind][0]
+
+
+def finding_id(key: str) -> str:
+    """A short stable id derived from a finding's identity key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Finding:
+    """One discrepancy. `key` is its stable identity: the kind plus the objects it is about.
+
+    Fields that do not apply are None or []. `occurred_at` is when the thing it is about happened
+    (the payment's time, the row's creation), used to line it up with outages.
+    """
+
+    kind: str
+    key: str
+    payment_id: str | None = None
+    payment_intent_id: str | None = None
+    customer_id: str | None = None
+    customer_email: str | None = None
+    amount: int | None = None
+    currency: str | None = None
+    subscription_ids: list = field(default_factory=list)
+    event_id: str | None = None
+    hint: str = ""
+    occurred_at: datetime | None = None
+
+    @property
+    def severity(self) -> str:
+        return severity_of(self.kind)
+
+    @property
+    def id(self) -> str:
+        return finding_id(self.key)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["severity"] = self.severity
+        d["id"] = self.id
+        return d

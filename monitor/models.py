@@ -1,0 +1,253 @@
+"""The monitor's own store: SQLAlchemy 2 models. The schema itself is managed by Alembic (monitor/migrations).
+
+Stripe objects are kept one table per type, with the columns reconciliation needs plus the raw JSON as
+the API returned it. `snapshot_at` (unix seconds) says how fresh a row's copy is: a list fetch stamps the
+fetch time, an event's `data.object` stamps the event's time, and an upsert never replaces a fresher copy
+with an older one. Payments are the `payments` view over sessions, invoices and payment intents
+(DESIGN.md "What counts as a payment").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, MetaData, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps naive text, so we add UTC back)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+def _id() -> Mapped[str]:
+    return mapped_column(String(255), primary_key=True)
+
+
+def _ref() -> Mapped[str | None]:
+    return mapped_column(String(255), nullable=True)
+
+
+class _StripeObject:
+    """Columns every stored Stripe object has."""
+
+    id: Mapped[str] = _id()
+    created: Mapped[int] = mapped_column(BigInteger, index=True)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    snapshot_at: Mapped[int] = mapped_column(BigInteger)
+    raw: Mapped[str] = mapped_column(Text)
+
+
+class CheckoutSession(_StripeObject, Base):
+    __tablename__ = "stripe_checkout_sessions"
+    status: Mapped[str | None] = mapped_column(String(32))
+    payment_status: Mapped[str | None] = mapped_column(String(32))
+    mode: Mapped[str | None] = mapped_column(String(32))
+    amount_total: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    customer_id: Mapped[str | None] = _ref()
+    customer_email: Mapped[str | None] = mapped_column(Text)
+    payment_intent_id: Mapped[str | None] = _ref()
+    invoice_id: Mapped[str | None] = _ref()
+    subscription_id: Mapped[str | None] = _ref()
+    __table_args__ = (
+        Index(None, "payment_intent_id"),
+        Index(None, "invoice_id"),
+        Index(None, "customer_id"),
+    )
+
+
+class Invoice(_StripeObject, Base):
+    __tablename__ = "stripe_invoices"
+    status: Mapped[str | None] = mapped_column(String(32))
+    customer_id: Mapped[str | None] = _ref()
+    customer_email: Mapped[str | None] = mapped_column(Text)
+    subscription_id: Mapped[str | None] = _ref()
+    payment_intent_id: Mapped[str | None] = _ref()
+    amount_paid: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    billing_reason: Mapped[str | None] = mapped_column(String(64))
+    line_period_end: Mapped[int | None] = mapped_column(BigInteger)
+    paid_at: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (Index(None, "payment_intent_id"), Index(None, "subscription_id"))
+
+
+class PaymentIntent(_StripeObject, Base):
+    __tablename__ = "stripe_payment_intents"
+    status: Mapped[str | None] = mapped_column(String(32))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    amount_received: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    customer_id: Mapped[str | None] = _ref()
+    receipt_email: Mapped[str | None] = mapped_column(Text)
+    invoice_id: Mapped[str | None] = _ref()
+    latest_charge: Mapped[str | None] = _ref()
+
+
+class Charge(_StripeObject, Base):
+    __tablename__ = "stripe_charges"
+    payment_intent_id: Mapped[str | None] = _ref()
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    amount_refunded: Mapped[int | None] = mapped_column(BigInteger)
+    refunded: Mapped[bool | None] = mapped_column(Boolean)
+    disputed: Mapped[bool | None] = mapped_column(Boolean)
+    __table_args__ = (Index(None, "payment_intent_id"),)
+
+
+class Refund(_StripeObject, Base):
+    __tablename__ = "stripe_refunds"
+    charge_id: Mapped[str | None] = _ref()
+    payment_intent_id: Mapped[str | None] = _ref()
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str | None] = mapped_column(String(32))
+
+
+class Dispute(_StripeObject, Base):
+    __tablename__ = "stripe_disputes"
+    charge_id: Mapped[str | None] = _ref()
+    payment_intent_id: Mapped[str | None] = _ref()
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str | None] = mapped_column(String(32))
+
+
+class Customer(_StripeObject, Base):
+    __tablename__ = "stripe_customers"
+    email: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (Index(None, "email"),)
+
+
+class Subscription(_StripeObject, Base):
+    __tablename__ = "stripe_subscriptions"
+    customer_id: Mapped[str | None] = _ref()
+    status: Mapped[str | None] = mapped_column(String(32))
+    current_period_end: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Event(_StripeObject, Base):
+    __tablename__ = "stripe_events"
+    type: Mapped[str] = mapped_column(String(128))
+    pending_webhooks: Mapped[int] = mapped_column(Integer, default=0)
+    object_id: Mapped[str | None] = _ref()
+    object_type: Mapped[str | None] = mapped_column(String(64))
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (Index(None, "object_id"), Index(None, "type"))
+
+
+class WebhookEndpoint(_StripeObject, Base):
+    __tablename__ = "stripe_webhook_endpoints"
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(String(32))
+    enabled_events: Mapped[str] = mapped_column(Text)  # JSON list
+
+
+class SyncWindow(Base):
+    """One created-window of one resource: [window_start, window_end), paged newest first.
+
+    `starting_after` is the last id saved, so a killed sync resumes right after it. Windows are
+    independent, so several can be fetched at once.
+    """
+
+    __tablename__ = "sync_windows"
+    resource: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    window_end: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    starting_after: Mapped[str | None] = _ref()
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    objects: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SyncState(Base):
+    """Per resource: every object created before `synced_until` (unix seconds) has been fetched."""
+
+    __tablename__ = "sync_state"
+    resource: Mapped[str] = mapped_column(String(64), primary_key=True)
+    synced_until: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FindingRow(Base):
+    """A finding with its lifecycle. `id` is derived from `key`, the finding's stable identity."""
+
+    __tablename__ = "findings"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # open | acknowledged | resolved
+    payment_id: Mapped[str | None] = _ref()
+    customer_email: Mapped[str | None] = mapped_column(Text)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payload: Mapped[str] = mapped_column(Text)  # the Finding as JSON
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ack_note: Mapped[str | None] = mapped_column(Text)
+    ack_by: Mapped[str | None] = mapped_column(String(255))
+    ack_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    __table_args__ = (
+        Index(None, "status", "kind"),
+        Index(None, "payment_id"),
+        Index(None, "customer_email"),
+        Index(None, "last_seen"),
+    )
+
+
+class JobRun(Base):
+    """Every sync, reconcile, probe, alert and repair run: start, end, outcome, error, counts."""
+
+    __tablename__ = "job_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(16))  # running | ok | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    counts: Mapped[str | None] = mapped_column(Text)  # JSON
+    __table_args__ = (Index(None, "job", "started_at"),)
+
+
+STRIPE_TABLES = {
+    "checkout.session": CheckoutSession,
+    "invoice": Invoice,
+    "payment_intent": PaymentIntent,
+    "charge": Charge,
+    "refund": Refund,
+    "dispute": Dispute,
+    "customer": Customer,
+    "subscription": Subscription,
+    "event": Event,
+    "webhook_endpoint": WebhookEndpoint,
+}
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)

@@ -1,0 +1,128 @@
+"""Shared fixtures: real PostgreSQL and Redis servers, SQLite files, and the monitor's CLI as a subprocess."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.services import (  # noqa: E402  (needs the repository root on sys.path)
+    PostgresServer,
+    RedisServer,
+    ServiceError,
+    run_cli,
+    start_postgres,
+    start_redis,
+)
+
+# --- PostgreSQL ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole session (started on first use)."""
+    try:
+        server = start_postgres()
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """URL of a fresh, empty database on the session's server, dropped after the test.
+
+    Dispose every engine made on it (`engine.dispose()`): psycopg warns (ResourceWarning) when a connection
+    is garbage-collected while open, and collecting here makes that leak fail this test, not a later one.
+    """
+    with postgres_server.temporary_database() as url:
+        yield url
+        gc.collect()
+
+
+# --- Redis ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """URL (`redis://127.0.0.1:PORT/0`) of one real redis-server for the whole session, without a password."""
+    try:
+        server = start_redis()
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start extra redis-servers for one test: `redis_factory(password=None, port=None) -> RedisServer`.
+
+    The server's `.url` includes the password; `.stop()` takes it down mid-test (an outage); starting again
+    with `port=` the old port brings it back. Every server is stopped after the test.
+    """
+    started: list[RedisServer] = []
+
+    def start(password: str | None = None, port: int | None = None) -> RedisServer:
+        try:
+            server = start_redis(password=password, port=port)
+        except ServiceError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+# --- SQLite and the command line -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a SQLite database file (not created yet) in the test's temporary directory."""
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def tmp_env(tmp_path: Path) -> dict[str, str]:
+    """Settings that keep a CLI run's databases in the test's temporary directory, never in `data/`.
+
+    Tests add or replace keys before calling `cli`; every other monitor setting is unset there.
+    """
+    return {
+        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'monitor.db'}",
+        "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+    }
+
+
+@pytest.fixture
+def cli(tmp_env: dict[str, str]) -> Callable[..., CompletedProcess[str]]:
+    """`cli(args, env=None, timeout=120) -> CompletedProcess`: run `python -m monitor ARGS` in a subprocess.
+
+    Its environment is os.environ without the monitor's settings, then `tmp_env`, then `env`.
+    """
+
+    def run(
+        args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120
+    ) -> CompletedProcess[str]:
+        return run_cli(args, {**tmp_env, **(env or {})}, timeout=timeout)
+
+    return run
+
+
+# --- Stripe emulator fixtures (lead) -------------------------------------------------------------------

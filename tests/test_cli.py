@@ -1,0 +1,186 @@
+"""`python -m monitor` end to end, as a user runs it: demo mode, a fixture file through the emulator over
+HTTP, and bad input (each one clear line, no traceback, nothing damaged)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from monitor.emulator import server
+from monitor.findings import PAYMENT_KINDS
+from tests.conftest import REPO_ROOT
+from tests.services import free_port
+from tests.stripe_cast import Account
+
+KEY = "sk_test_cli"
+
+
+def findings_of(report: dict) -> set[tuple[str, str]]:
+    """(kind, payment id or row:ID) of every open payment/subscription finding."""
+    found = set()
+    for f in report["findings"]:
+        if f["kind"] in PAYMENT_KINDS and f["status"] == "open":
+            found.add((f["kind"], f["payment_id"] or f"row:{f['subscription_ids'][0]}"))
+    return found
+
+
+def test_demo_mode_finds_the_usd_149_incident_and_every_kind(cli):
+    synced = cli(["sync"])
+    assert synced.returncode == 0, synced.stderr
+    assert "synced" in synced.stdout
+    run = cli(["reconcile", "--json"])
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert set(report["summary"]) >= {"payments", "matched", "parity_pct", "open_by_kind", "amount_at_risk"}
+    incident = [
+        f for f in report["findings"] if f["kind"] == "paid_without_subscription" and f["amount"] == 14900
+    ]
+    assert incident and incident[0]["currency"] == "usd"
+    assert incident[0]["payment_id"].startswith("cs_")
+    assert {f["kind"] for f in report["findings"]} >= set(PAYMENT_KINDS)
+    text_run = cli(["reconcile"])
+    assert "paid_without_subscription" in text_run.stdout
+    assert "USD 149.00" in text_run.stdout
+
+
+@pytest.fixture
+def cases(tmp_path):
+    """A fixture file and app database with known cases, and the findings they must produce."""
+    a = Account(int(time.time()))
+    expect = set()
+    fine = a.checkout_payment("alice@example.com")
+    a.row(fine, "alice@example.com")
+    never = a.checkout_payment("bob@example.com")
+    expect.add(("paid_without_subscription", never["cs"]))
+    pending = a.checkout_payment("carol@example.com")
+    a.row(pending, "carol@example.com", status="pending")
+    expect.add(("subscription_not_active", pending["cs"]))
+    refunded = a.checkout_payment("dave@example.com", refunded=14900)
+    a.row(refunded, "dave@example.com")
+    expect.add(("refunded_but_active", refunded["cs"]))
+    cheaper = a.checkout_payment("frank@example.com")
+    a.row(cheaper, "frank@example.com", amount=9900)
+    expect.add(("amount_mismatch", cheaper["cs"]))
+    twice = a.checkout_payment("grace@example.com")
+    a.row(twice, "grace@example.com")
+    a.row(twice, "grace@example.com")
+    expect.add(("duplicate_subscription", twice["cs"]))
+    orphan = a.row(None, "heidi@example.com")
+    expect.add(("active_without_payment", f"row:{orphan}"))
+    a.checkout_payment("ivan@example.com", age_s=120)  # within the grace period
+    fixtures = tmp_path / "fixtures.json"
+    fixtures.write_text(json.dumps({"objects": a.objects}))
+    app_url = f"sqlite:///{tmp_path / 'case-app.db'}"
+    a.write_app_db(app_url)
+    return fixtures, app_url, expect
+
+
+def test_an_emulator_process_serving_a_fixture_file_gives_exactly_its_findings(cli, cases, tmp_path):
+    fixtures, app_url, expect = cases
+    port = free_port()
+    emulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "emulator",
+            "--fixtures",
+            str(fixtures),
+            "--port",
+            str(port),
+            "--api-key",
+            KEY,
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "listening" in emulator.stdout.readline()
+        env = {
+            "STRIPE_API_KEY": KEY,
+            "STRIPE_API_BASE": f"http://127.0.0.1:{port}",
+            "APP_DATABASE_URL": app_url,
+        }
+        assert cli(["sync"], env).returncode == 0
+        first = json.loads(cli(["reconcile", "--json"], env).stdout)
+        assert findings_of(first) == expect
+        assert cli(["sync"], env).returncode == 0
+        second = json.loads(cli(["reconcile", "--json"], env).stdout)
+        assert findings_of(second) == expect
+        assert {f["id"]: f["first_seen"] for f in second["findings"]} == {
+            f["id"]: f["first_seen"] for f in first["findings"]
+        }
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+        emulator.stdout.close()
+
+
+def test_a_rejected_key_is_one_line_exit_1_and_no_traceback(cli, cases):
+    fixtures, app_url, _ = cases
+    with server.start(server.load_fixtures(fixtures), api_key=KEY) as running:
+        env = {
+            "STRIPE_API_KEY": "sk_test_wrong_and_secret_9999",
+            "STRIPE_API_BASE": running.base_url,
+            "APP_DATABASE_URL": app_url,
+        }
+        run = cli(["sync"], env)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "401" in run.stderr
+    assert "wrong_and_secret" not in run.stderr + run.stdout
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"GRACE_MINUTES": "soon"}, "GRACE_MINUTES"),
+        ({"STRIPE_API_KEY": "sk_test_abc", "APP_DATABASE_URL": ""}, "APP_DATABASE_URL"),
+        ({"REDIS_URLS": "nonsense"}, "REDIS_URLS"),
+    ],
+)
+def test_a_bad_setting_is_exit_2_with_one_line_naming_it(cli, env, named):
+    run = cli(["reconcile"], env)
+    assert run.returncode == 2
+    assert named in run.stderr
+    assert "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_app_database_is_a_clear_error_and_the_store_keeps_its_findings(cli, tmp_path):
+    assert cli(["sync"]).returncode == 0
+    assert cli(["reconcile"]).returncode == 0
+    env = {
+        "STRIPE_API_KEY": "sk_test_x",
+        "APP_DATABASE_URL": f"postgresql://app:pw@127.0.0.1:{free_port()}/app",
+    }
+    run = cli(["reconcile", "--json"], env)
+    assert run.returncode == 1
+    assert "cannot connect to the app database" in run.stderr
+    assert "Traceback" not in run.stderr
+    again = json.loads(cli(["reconcile", "--json"]).stdout)
+    assert any(f["kind"] == "paid_without_subscription" for f in again["findings"])
+
+
+def test_a_mapping_missing_a_canonical_column_is_exit_2_naming_it(cli, cases, tmp_path):
+    _, app_url, _ = cases
+    preset = (REPO_ROOT / "monitor/presets/default.toml").read_text()
+    broken = tmp_path / "broken.toml"
+    broken.write_text(preset.replace("AS current_period_end", "AS period_end_wrong"))
+    run = cli(["reconcile"], {"STRIPE_API_KEY": KEY, "APP_DATABASE_URL": app_url, "APP_SCHEMA": str(broken)})
+    assert run.returncode == 2
+    assert "current_period_end" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_the_emulator_command_refuses_a_missing_fixture_file(cli, tmp_path):
+    run = cli(["emulator", "--fixtures", str(tmp_path / "none.json"), "--port", str(free_port())])
+    assert run.returncode == 2
+    assert "none.json" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -1,0 +1,98 @@
+"""Settings: strict parsing, one clear line for a bad value, secrets masked, README in step."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from monitor import config
+from monitor.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_no_settings_means_demo_mode_with_the_documented_defaults(tmp_path):
+    cfg = load({}, toml_path=tmp_path / "none.toml")
+    assert cfg.demo
+    assert cfg.app_database_url == "sqlite:///data/demo_app.db"
+    assert cfg.monitor_database_url == "sqlite:///data/monitor.db"
+    assert cfg.stripe_api_base == "https://api.stripe.com"
+    assert cfg.redis_urls == {"channels": "redis://localhost:6379/0"}
+    assert cfg.grace_minutes == 10
+    assert cfg.app_schema == "default"
+    assert cfg.expected_webhook_url is None
+
+
+def test_a_stripe_key_requires_the_app_database_url(tmp_path):
+    with pytest.raises(ConfigError, match="APP_DATABASE_URL"):
+        load({"STRIPE_API_KEY": "sk_test_abc123"}, toml_path=tmp_path / "none.toml")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("GRACE_MINUTES", "soon", "whole number"),
+        ("GRACE_MINUTES", "-5", "whole number"),
+        ("STRIPE_API_KEY", "pk_test_publishable", "secret key"),
+        ("STRIPE_API_BASE", "ftp://example.com", "http"),
+        ("MONITOR_DATABASE_URL", "mysql://x/y", "sqlite:// or postgresql://"),
+        ("APP_DATABASE_URL", "not a url", "SQLAlchemy database URL"),
+        ("REDIS_URLS", "channels", "name=url"),
+        ("REDIS_URLS", "channels=http://x", "redis://"),
+        ("APP_SCHEMA", "nonsense", "mapping .toml"),
+        ("EXPECTED_WEBHOOK_URL", "example.com/hook", "http"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_setting_and_what_is_expected(tmp_path, name, value, expected):
+    with pytest.raises(ConfigError) as error:
+        load({name: value}, toml_path=tmp_path / "none.toml")
+    message = str(error.value)
+    assert name in message
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_secrets_are_masked_in_messages_about_them(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load({"STRIPE_API_KEY": "sk_test_CANARY123456789!"}, toml_path=tmp_path / "none.toml")
+    assert "CANARY123456789" not in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        load({"REDIS_URLS": "channels=redis://:pwCANARY9@host:1/0,bad"}, toml_path=tmp_path / "none.toml")
+    assert "pwCANARY9" not in str(error.value)
+
+
+def test_the_configuration_masks_every_secret_it_holds(tmp_path):
+    cfg = load(
+        {
+            "STRIPE_API_KEY": "sk_test_CANARY7f3a9c1e55d04b2",
+            "APP_DATABASE_URL": "postgresql://app:dbCANARY55@db/app",
+            "WEBHOOK_SECRET": "whsec_CANARY1b2c3d4e5f",
+            "REDIS_URLS": "channels=redis://:pwCANARY9d8e7f6a@127.0.0.1:1/0",
+        },
+        toml_path=tmp_path / "none.toml",
+    )
+    text = "key sk_test_CANARY7f3a9c1e55d04b2 pw dbCANARY55 wh whsec_CANARY1b2c3d4e5f redis pwCANARY9d8e7f6a"
+    assert "CANARY" not in cfg.mask(text)
+    assert "CANARY" not in repr(cfg)
+
+
+def test_the_environment_wins_over_monitor_toml(tmp_path):
+    toml = tmp_path / "monitor.toml"
+    toml.write_text('grace_minutes = 30\nexpected_webhook_url = "https://app.example.com/hook"\n')
+    cfg = load({"GRACE_MINUTES": "5"}, toml_path=toml)
+    assert cfg.grace_minutes == 5
+    assert cfg.expected_webhook_url == "https://app.example.com/hook"
+
+
+def test_an_unknown_key_in_monitor_toml_is_refused(tmp_path):
+    toml = tmp_path / "monitor.toml"
+    toml.write_text("grace_minute = 30\n")
+    with pytest.raises(ConfigError, match="grace_minute"):
+        load({}, toml_path=toml)
+
+
+def test_readme_documents_exactly_the_settings_table():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- settings-table.*?-->\n(.*?)<!-- /settings-table -->", readme, re.S)
+    assert block, "README.md has no settings table block"
+    assert block.group(1).strip() == config.settings_table().strip()

@@ -1,0 +1,129 @@
+"""The monitor's store on SQLite and PostgreSQL: migrations, the payments view, findings' lifecycle."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import inspect, select
+
+from monitor import lifecycle, snapshot, store
+from monitor.emulator import server
+from monitor.findings import Finding
+from monitor.models import FindingRow, JobRun
+from monitor.stripe_source import StripeSource
+from monitor.sync import sync
+from tests.stripe_cast import Account
+
+NOW = int(time.time())
+T0 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    url = (
+        f"sqlite:///{tmp_path / 'monitor.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    e = store.open_store(url)
+    yield e
+    e.dispose()
+
+
+def test_opening_a_store_creates_every_table_and_the_payments_view(engine):
+    names = set(inspect(engine).get_table_names())
+    assert {"stripe_checkout_sessions", "stripe_events", "findings", "job_runs", "sync_windows"} <= names
+    assert "payments" in inspect(engine).get_view_names()
+
+
+def test_many_processes_may_open_a_new_store_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    with ThreadPoolExecutor(8) as pool:
+        engines = list(pool.map(lambda _: store.open_store(url), range(8)))
+    assert all("findings" in inspect(e).get_table_names() for e in engines)
+    for e in engines:
+        e.dispose()
+
+
+def test_payments_are_sessions_with_refunds_and_disputes_attached(engine):
+    a = Account(NOW)
+    fine = a.checkout_payment("alice@example.com")
+    refunded = a.checkout_payment("dave@example.com", refunded=14900)
+    partly = a.checkout_payment("erin@example.com", refunded=4900)
+    lost = a.checkout_payment("frank@example.com", dispute="lost")
+    with server.start(a.objects, api_key="sk_test_store") as running:
+        sync(engine, StripeSource("sk_test_store", running.base_url), now=NOW)
+    with engine.connect() as conn:
+        payments = snapshot.read_payments(conn).set_index("payment_id")
+    assert set(payments.index) == {fine["cs"], refunded["cs"], partly["cs"], lost["cs"]}
+    assert payments.loc[fine["cs"], "payment_intent_id"] == fine["pi"]
+    assert payments.loc[fine["cs"], "customer_email"] == "alice@example.com"
+    assert payments.loc[fine["cs"], "event_id"] == fine["evt"]
+    assert payments.loc[fine["cs"], "amount_refunded"] == 0
+    assert payments.loc[refunded["cs"], "amount_refunded"] == 14900
+    assert payments.loc[partly["cs"], "amount_refunded"] == 4900
+    assert payments.loc[lost["cs"], "dispute_status"] == "lost"
+    assert payments.loc[fine["cs"], "created"] == datetime.fromtimestamp(fine["created"], UTC)
+
+
+def finding(key: str, kind: str = "paid_without_subscription") -> Finding:
+    return Finding(kind=kind, key=key, payment_id=key.split(":")[-1], amount=14900, currency="usd")
+
+
+def statuses(engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(FindingRow.key, FindingRow.status)).all())
+
+
+def test_a_finding_keeps_its_identity_across_runs_and_resolves_when_gone(engine):
+    kinds = ["paid_without_subscription"]
+    with engine.begin() as conn:
+        first = lifecycle.apply_findings(conn, [finding("p:cs_1"), finding("p:cs_2")], kinds=kinds, now=T0)
+    with engine.begin() as conn:
+        second = lifecycle.apply_findings(
+            conn, [finding("p:cs_1")], kinds=kinds, now=T0 + timedelta(minutes=5)
+        )
+    assert first["opened"] == 2
+    assert second == {"opened": 0, "still_open": 1, "reopened": 0, "resolved": 1}
+    assert statuses(engine) == {"p:cs_1": "open", "p:cs_2": "resolved"}
+    with engine.connect() as conn:
+        row = conn.execute(select(FindingRow.__table__).where(FindingRow.key == "p:cs_1")).one()
+    assert row.first_seen == T0
+    assert row.last_seen == T0 + timedelta(minutes=5)
+
+
+def test_a_resolved_finding_that_comes_back_is_reopened(engine):
+    kinds = ["paid_without_subscription"]
+    for minutes, found in ((0, ["p:cs_1"]), (5, []), (10, ["p:cs_1"])):
+        with engine.begin() as conn:
+            lifecycle.apply_findings(
+                conn, [finding(k) for k in found], kinds=kinds, now=T0 + timedelta(minutes=minutes)
+            )
+    assert statuses(engine) == {"p:cs_1": "open"}
+
+
+def test_a_run_resolves_only_findings_of_the_kinds_it_evaluated(engine):
+    with engine.begin() as conn:
+        lifecycle.apply_findings(
+            conn, [finding("w:evt_1", "webhook_failed")], kinds=["webhook_failed"], now=T0
+        )
+    with engine.begin() as conn:
+        lifecycle.apply_findings(conn, [], kinds=["paid_without_subscription"], now=T0)
+    assert statuses(engine) == {"w:evt_1": "open"}
+
+
+def test_every_job_run_is_recorded_with_its_error(engine):
+    with store.RunRecorder(engine, "sync") as run:
+        run.counts = {"objects": 3}
+    with pytest.raises(RuntimeError), store.RunRecorder(engine, "sync"):
+        raise RuntimeError("Stripe said no")
+    with engine.connect() as conn:
+        runs = conn.execute(select(JobRun.__table__).order_by(JobRun.id)).all()
+    assert [(r.outcome, r.error and r.error.splitlines()[0]) for r in runs] == [
+        ("ok", None),
+        ("failed", "Stripe said no"),
+    ]
+    assert runs[0].finished_at is not None

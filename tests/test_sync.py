@@ -1,0 +1,225 @@
+"""Sync over HTTP with the real stripe SDK against the emulator: paging, faults, a killed sync, idempotence,
+incremental runs, a rejected key."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select, text
+
+from monitor import store
+from monitor.emulator import server
+from monitor.emulator.shapes import example
+from monitor.errors import StripeAuthError, StripeUnavailable
+from monitor.models import STRIPE_TABLES, SyncWindow
+from monitor.stripe_source import RESOURCES, StripeSource
+from monitor.sync import sync
+from tests.conftest import REPO_ROOT
+from tests.services import clean_env
+from tests.stripe_cast import Account, many_sessions
+
+KEY = "sk_test_sync"
+NOW = int(time.time())
+
+
+def account() -> Account:
+    a = Account(NOW)
+    a.checkout_payment("alice@example.com")
+    a.checkout_payment("dave@example.com", refunded=14900)
+    a.checkout_payment("erin@example.com", dispute="lost")
+    a.objects += many_sessions(NOW - 3600, 430)
+    a.objects.append(
+        {
+            **example("webhook_endpoint"),
+            "id": "we_1",
+            "url": "https://staging.example.com/hook",
+            "status": "enabled",
+            "created": NOW - 90 * 86400,
+        }
+    )
+    return a
+
+
+def dump(engine) -> dict[str, list[tuple]]:
+    """Every stored Stripe object's id and JSON, by table: what "the store" means when comparing runs."""
+    with engine.connect() as conn:
+        return {
+            name: conn.execute(select(model.id, model.raw).order_by(model.id)).all()
+            for name, model in STRIPE_TABLES.items()
+        }
+
+
+def source(running, **options) -> StripeSource:
+    return StripeSource(KEY, running.base_url, sleep=lambda s: None, **options)
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    e = store.open_store(sqlite_url)
+    yield e
+    e.dispose()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The store after one fault-free sync of `account()`."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('ref') / 'monitor.db'}"
+    e = store.open_store(url)
+    with server.start(account().objects, api_key=KEY) as running:
+        sync(e, source(running), now=NOW)
+    result = dump(e)
+    e.dispose()
+    return result
+
+
+def test_it_pages_through_every_object_of_every_resource(engine, reference):
+    with server.start(account().objects, api_key=KEY) as running:
+        result = sync(engine, source(running), now=NOW)
+    assert result.objects["checkout_sessions"] == 433
+    assert result.pages == 5 + len(RESOURCES) - 1  # 433 sessions take 5 pages, the rest 1 each
+    assert len(reference["checkout.session"]) == 433
+    assert len(reference["event"]) == 3
+    assert len(reference["webhook_endpoint"]) == 1
+    assert dump(engine) == reference
+
+
+def test_a_second_sync_changes_nothing(engine, reference):
+    with server.start(account().objects, api_key=KEY) as running:
+        sync(engine, source(running), now=NOW)
+        with engine.connect() as conn:
+            before = conn.execute(
+                text("SELECT id, snapshot_at FROM stripe_checkout_sessions ORDER BY id")
+            ).all()
+        sync(engine, source(running), now=NOW + 60)
+        with engine.connect() as conn:
+            after = conn.execute(
+                text("SELECT id, snapshot_at FROM stripe_checkout_sessions ORDER BY id")
+            ).all()
+    assert after == before
+    assert dump(engine) == reference
+
+
+def test_injected_500s_and_429s_leave_the_same_store_as_a_fault_free_run(engine, reference):
+    with server.start(account().objects, api_key=KEY, error_rate=0.25, rate_limit=40, seed=7) as running:
+        for _attempt in range(30):
+            try:
+                sync(engine, source(running, max_network_retries=1), now=NOW)
+                break
+            except StripeUnavailable:
+                continue
+        else:
+            pytest.fail("sync never completed under injected faults")
+        stats = running.emulator.stats()
+    assert stats["errors_injected"] > 0
+    assert dump(engine) == reference
+
+
+def test_a_timeout_mid_sync_fails_cleanly_and_the_next_run_completes_the_store(engine, reference):
+    with server.start(account().objects, api_key=KEY) as running:
+        slow = source(running, max_network_retries=0, timeout=(1, 0.3))
+        pages = 0
+
+        def progress(resource, objects, n):
+            nonlocal pages
+            pages = n
+            if n == 3:  # the server hangs from the fourth page on
+                running.emulator.latency_ms = 1000
+
+        with pytest.raises(StripeUnavailable):
+            sync(engine, slow, now=NOW, progress=progress)
+        running.emulator.latency_ms = 0
+        with engine.connect() as conn:
+            saved = conn.execute(select(func.count()).select_from(STRIPE_TABLES["checkout.session"])).scalar()
+        assert 0 < saved < 433
+        sync(engine, source(running), now=NOW)
+    assert dump(engine) == reference
+
+
+def test_a_sync_killed_with_sigkill_resumes_where_it_stopped(tmp_path, reference):
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    engine = store.open_store(url)
+    with server.start(account().objects, api_key=KEY, latency_ms=150) as running:
+        env = clean_env(
+            {
+                "STRIPE_API_KEY": KEY,
+                "STRIPE_API_BASE": running.base_url,
+                "MONITOR_DATABASE_URL": url,
+                "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+            }
+        )
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "sync"], cwd=REPO_ROOT, env=env)
+        deadline = time.monotonic() + 60
+        pages = 0
+        while time.monotonic() < deadline and pages < 3:
+            time.sleep(0.05)
+            with engine.connect() as conn:
+                pages = conn.execute(select(func.coalesce(func.sum(SyncWindow.pages), 0))).scalar()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert pages >= 3, "the sync never got going"
+        running.emulator.latency_ms = 0
+        running.emulator.reset_stats()
+        sync(engine, source(running), now=NOW)
+        resumed_requests = running.emulator.stats()["requests"]
+    assert dump(engine) == reference
+    full_requests = 5 + len(RESOURCES)  # every page plus the endpoints
+    assert resumed_requests < full_requests, "the resumed run fetched everything again"
+    engine.dispose()
+
+
+def test_an_incremental_run_fetches_only_what_is_new(engine):
+    with server.start(account().objects, api_key=KEY) as running:
+        sync(engine, source(running), now=NOW)
+        running.emulator.reset_stats()
+        result = sync(engine, source(running), now=NOW + 600)
+        assert running.emulator.stats()["requests"] == len(RESOURCES) + 1
+        assert result.objects["checkout_sessions"] == 0
+
+        newer = many_sessions(NOW + 10_000, 150, start=5000)
+        running.emulator.upsert(newer)
+        running.emulator.reset_stats()
+        result = sync(engine, source(running), now=NOW + 10_100)
+        by_path = running.emulator.stats()["by_path"]
+    assert result.objects["checkout_sessions"] == 150
+    assert sum(n for path, n in by_path.items() if "checkout" in path) == 2
+    with engine.connect() as conn:
+        assert (
+            conn.execute(select(func.count()).select_from(STRIPE_TABLES["checkout.session"])).scalar() == 583
+        )
+
+
+def test_a_refund_made_after_the_payment_was_synced_arrives_through_its_event(engine):
+    a = Account(NOW)
+    pay = a.checkout_payment("late@example.com", age_s=7 * 86400)
+    with server.start(a.objects, api_key=KEY) as running:
+        sync(engine, source(running), now=NOW)
+        charge = next(o for o in a.objects if o["id"] == pay["ch"])
+        refunded = {**charge, "amount_refunded": 14900, "refunded": True}
+        event = {
+            **next(o for o in a.objects if o["object"] == "event"),
+            "id": "evt_refund",
+            "type": "charge.refunded",
+            "created": NOW + 30,
+            "data": {"object": refunded},
+        }
+        running.emulator.upsert([refunded, event])
+        sync(engine, source(running), now=NOW + 60)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT amount_refunded FROM stripe_charges WHERE id = :i"), {"i": pay["ch"]}
+        )
+        assert stored.scalar() == 14900
+
+
+def test_a_rejected_key_is_an_auth_error_and_the_store_is_untouched(engine, reference):
+    with server.start(account().objects, api_key=KEY) as running:
+        sync(engine, source(running), now=NOW)
+        with pytest.raises(StripeAuthError, match="401") as error:
+            sync(engine, StripeSource("sk_test_wrong_key_0000", running.base_url), now=NOW + 60)
+    assert "wrong_key_0000" not in str(error.value)
+    assert dump(engine) == reference
