@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from monitor.config import mask_url
+from monitor.db import make_engine
 from monitor.errors import AppDatabaseError, MappingError
 
 PRESETS = Path(__file__).with_name("presets")
@@ -139,9 +142,9 @@ class AppDatabase:
         self.shown_url = mask_url(url)
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-            if not Path(parsed.database).is_file():
-                raise AppDatabaseError(f"the app database {self.shown_url} does not exist (no such file)")
+        in_file = self.is_sqlite and parsed.database and parsed.database != ":memory:"
+        if in_file and not Path(parsed.database).is_file():
+            raise AppDatabaseError(f"the app database {self.shown_url} does not exist (no such file)")
         connect_args = {"timeout": 30} if self.is_sqlite else {"connect_timeout": 5}
         self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
@@ -217,12 +220,94 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def create_default_schema(url: str) -> None:
-    """Create the default schema's tables in an empty database (used by the demo and tests)."""
-    engine = create_engine(url)
-    ddl = (PRESETS / "default_schema.sql").read_text()
-    statements = [s.strip() for s in re.sub(r"--[^\n]*", "", ddl).split(";") if s.strip()]
-    with engine.begin() as conn:
-        for statement in statements:
-            conn.execute(text(statement))
-    engine.dispose()
+def default_schema_statements(dialect: str) -> list[str]:
+    """The default schema's CREATE TABLE statements for `dialect` (PostgreSQL gets a SERIAL id, which
+    SQLite's INTEGER PRIMARY KEY already is)."""
+    ddl = re.sub(r"--[^\n]*", "", (PRESETS / "default_schema.sql").read_text())
+    if dialect == "postgresql":
+        ddl = ddl.replace("id INTEGER PRIMARY KEY", "id SERIAL PRIMARY KEY")
+    return [s.strip() for s in ddl.split(";") if s.strip()]
+
+
+def _insert_rows(conn: Connection, table: str, rows: list[dict]) -> None:
+    if rows:
+        columns = list(rows[0])
+        values = ", ".join(":" + c for c in columns)
+        conn.execute(text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"), rows)
+    if rows and conn.dialect.name == "postgresql" and table == "subscriptions":
+        # Rows came with their ids: move the SERIAL past them so the app's next insert gets a new one.
+        conn.execute(
+            text("SELECT setval(pg_get_serial_sequence('subscriptions', 'id'), MAX(id)) FROM subscriptions")
+        )
+
+
+def create_default_schema(url: str, rows: list[dict] = (), webhook_log: list[dict] = ()) -> None:
+    """Create the default schema's tables, with `rows` and `webhook_log`, in an empty database (the demo
+    and the tests)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in default_schema_statements(conn.dialect.name):
+                conn.execute(text(statement))
+            _insert_rows(conn, "subscriptions", list(rows))
+            _insert_rows(conn, "webhook_events", list(webhook_log))
+    finally:
+        engine.dispose()
+
+
+_DEMO_LOCK_KEY = 149_000_149  # serializes concurrent creators of one PostgreSQL demo database
+
+
+def ensure_demo_database(
+    url: str, anchor: datetime, build: Callable[[datetime], tuple[list, list]]
+) -> datetime:
+    """Create the demo app database at `url` unless it exists, and return the scenario's anchor.
+
+    A new database gets the default schema, the rows and webhook log `build(anchor)` returns, and a
+    `demo_scenario` table that keeps the anchor; creation is one transaction that concurrent creators wait
+    for. An existing one is left alone and its stored anchor returned; one with a `subscriptions` table
+    but no `demo_scenario` is not a demo database: AppDatabaseError.
+    """
+    engine = make_engine(url)
+    try:
+        # Build before taking the lock (it takes a few tenths of a second), then look again under it.
+        built = None if _has_table(engine, "subscriptions") else build(anchor)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DEMO_LOCK_KEY})
+            if inspect(conn).has_table("subscriptions"):
+                return _stored_anchor(conn, url)
+            rows, log = built or build(anchor)
+            for statement in default_schema_statements(conn.dialect.name):
+                conn.execute(text(statement))
+            conn.execute(text("CREATE TABLE demo_scenario (anchor TIMESTAMP NOT NULL)"))
+            conn.execute(
+                text("INSERT INTO demo_scenario (anchor) VALUES (:a)"),
+                {"a": anchor.strftime("%Y-%m-%d %H:%M:%S")},
+            )
+            _insert_rows(conn, "subscriptions", rows)
+            _insert_rows(conn, "webhook_events", log)
+            return anchor
+    except SQLAlchemyError as e:
+        raise AppDatabaseError(f"cannot create the demo app database {mask_url(url)}: {_reason(e)}") from None
+    finally:
+        engine.dispose()
+
+
+def _has_table(engine: Engine, name: str) -> bool:
+    with engine.connect() as conn:
+        return inspect(conn).has_table(name)
+
+
+def _stored_anchor(conn: Connection, url: str) -> datetime:
+    if not inspect(conn).has_table("demo_scenario"):
+        raise AppDatabaseError(
+            f"the app database {mask_url(url)} has a subscriptions table but no demo_scenario table: it is "
+            "not a demo database (set STRIPE_API_KEY to use it, or point APP_DATABASE_URL elsewhere)"
+        )
+    value = conn.execute(text("SELECT anchor FROM demo_scenario")).scalar()
+    if value is None:
+        raise AppDatabaseError(f"the demo_scenario table of the app database {mask_url(url)} holds no anchor")
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC, microsecond=0) if value.tzinfo is None else value.astimezone(UTC)

@@ -95,27 +95,38 @@ def cmd_emulator(args, _cfg) -> int:
         print(
             f"demo scenario anchored at {anchor:%Y-%m-%d %H:%M} UTC; app database {config_module.mask_url(url)}"
         )
-    if args.error_rate is not None and not 0 <= args.error_rate <= 1:
-        raise config_module.ConfigError(f"--error-rate {args.error_rate} is not valid: expected 0 to 1")
-    server.serve_forever(
-        objects,
-        port=args.port,
-        api_key=args.api_key,
-        latency_ms=args.latency_ms,
-        rate_limit=args.rate_limit,
-        error_rate=args.error_rate or 0.0,
-    )
+    try:
+        server.serve_forever(
+            objects,
+            port=args.port,
+            api_key=args.api_key,
+            latency_ms=args.latency_ms,
+            rate_limit=args.rate_limit,
+            error_rate=args.error_rate,
+        )
+    except ValueError as e:
+        raise config_module.ConfigError(f"emulator: {e}") from None
+    except OSError as e:
+        raise config_module.ConfigError(
+            f"emulator: cannot listen on port {args.port}: {e.strerror}"
+        ) from None
     return 0
 
 
-def _nonnegative(kind):
-    def parse(value: str):
+def _number(minimum: float, maximum: float | None = None, *, above: bool = False):
+    """An argparse type: a number >= minimum (> minimum with `above`), <= maximum."""
+
+    def parse(value: str) -> float:
         try:
-            number = kind(value)
+            number = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-        if number < 0:
-            raise argparse.ArgumentTypeError(f"{value!r} is negative")
+        too_low = number <= minimum if above else number < minimum
+        if too_low or (maximum is not None and number > maximum):
+            bound = f"above {minimum:g}" if above else f"at least {minimum:g}"
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is out of range (expected {bound}{f' and at most {maximum:g}' if maximum else ''})"
+            )
         return number
 
     return parse
@@ -143,9 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixtures", help='a JSON file {"objects": [Stripe objects]}')
     p.add_argument("--scenario", choices=("demo", "empty"), help="demo (default without --fixtures) or empty")
     p.add_argument("--api-key", help="accept only this key (default: any sk_test_… or rk_test_… key)")
-    p.add_argument("--latency-ms", type=_nonnegative(float), default=0.0, help="delay every answer")
-    p.add_argument("--rate-limit", type=_nonnegative(float), default=None, help="requests/s before 429")
-    p.add_argument("--error-rate", type=float, default=None, help="share of requests answered 500 (0-1)")
+    p.add_argument("--latency-ms", type=_number(0), default=0.0, help="delay every answer")
+    p.add_argument("--rate-limit", type=_number(0, above=True), default=None, help="requests/s before 429")
+    p.add_argument(
+        "--error-rate", type=_number(0, 1), default=0.0, help="share of requests answered 500 (0-1)"
+    )
     p.set_defaults(func=cmd_emulator, needs_config=False)
     return parser
 

@@ -14,46 +14,19 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.config import mask_url
+from monitor.db import make_engine
 from monitor.errors import StoreError
 from monitor.models import JobRun, SyncState, SyncWindow, now_utc
 from monitor.stripe_rows import object_type, row_for, table_for
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_KEY = 7_149_149  # PostgreSQL advisory lock id held while migrating
-
-
-def make_engine(url: str, *, immediate: bool = True) -> Engine:
-    """An engine for `url`. On SQLite: WAL, a busy timeout, and (with `immediate`) every transaction
-    begun with BEGIN IMMEDIATE, so writers queue on the lock instead of failing on an upgrade."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
-
-    # pysqlite's own transaction handling is off so the BEGIN below is the one that counts
-    # (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL" for pysqlite).
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 def is_sqlite(engine_or_conn) -> bool:

@@ -25,6 +25,7 @@ from monitor.emulator.demo import (
     build_demo,
     ensure_demo_app_db,
 )
+from monitor.errors import AppDatabaseError
 from monitor.findings import KINDS
 
 ANCHOR = datetime(2026, 11, 26, 11, 20, tzinfo=UTC)
@@ -444,6 +445,6 @@ def test_ensure_demo_app_db_refuses_a_database_that_is_not_a_demo(tmp_path):
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE subscriptions (id INTEGER PRIMARY KEY, status TEXT)"))
     engine.dispose()
-    with pytest.raises(ValueError, match="not a demo database"):
+    with pytest.raises(AppDatabaseError, match="not a demo database"):
         ensure_demo_app_db(url)
     assert read(url, "SELECT COUNT(*) FROM subscriptions") == [(0,)]

@@ -20,12 +20,7 @@ import random
 import string
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
-from pathlib import Path
 from typing import NamedTuple
-
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
 
 from monitor.emulator.shapes import example, examples
 
@@ -1094,96 +1089,19 @@ def _weighted(rng: random.Random, plans) -> Plan:
 
 # --- the demo app database -----------------------------------------------------------------------------
 
-# Serializes concurrent creators of one PostgreSQL demo database (pg_advisory_xact_lock key).
-_PG_LOCK_KEY = 149_000_149
-
 
 def ensure_demo_app_db(url: str, now: datetime | None = None) -> datetime:
     """Create the demo app database at `url` unless it exists; return the scenario's anchor.
 
     A new database gets the default schema, the rows and webhook log of `build_demo(anchor)` with anchor
-    = `now` (default: the current UTC minute), and a `demo_scenario` table that keeps the anchor. An
-    existing one is left alone and its stored anchor returned; one with a `subscriptions` table but no
-    `demo_scenario` is not a demo database, and raises ValueError.
+    = `now` (default: the current UTC minute), and keeps the anchor (monitor.app_db.ensure_demo_database).
     """
+    from monitor.app_db import ensure_demo_database
+
     anchor = _whole_utc(now) if now else datetime.now(UTC).replace(second=0, microsecond=0)
-    engine = _engine(url)
-    try:
-        # Build before taking the lock (it takes a few tenths of a second), then look again under it.
-        demo = None if _has_table(engine, "subscriptions") else build_demo(anchor)
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-            if inspect(conn).has_table("subscriptions"):
-                return _stored_anchor(conn, url)
-            _write(conn, demo or build_demo(anchor))
-            return anchor
-    finally:
-        engine.dispose()
 
+    def build(at: datetime) -> tuple[list, list]:
+        demo = build_demo(at)
+        return demo.rows, demo.webhook_log
 
-def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url)
-    database = parsed.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
-
-    # pysqlite neither opens a transaction before DDL nor takes the write lock at BEGIN; take both over
-    # (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL" for pysqlite), so the
-    # whole creation is one transaction and concurrent creators wait for each other.
-    @event.listens_for(engine, "connect")
-    def _autocommit_driver(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-def _has_table(engine: Engine, name: str) -> bool:
-    with engine.connect() as conn:
-        return inspect(conn).has_table(name)
-
-
-def _stored_anchor(conn: Connection, url: str) -> datetime:
-    where = make_url(url).render_as_string(hide_password=True)
-    if not inspect(conn).has_table("demo_scenario"):
-        raise ValueError(
-            f"the app database at {where} has a subscriptions table but no demo_scenario table: "
-            "it is not a demo database (set STRIPE_API_KEY to use it, or point APP_DATABASE_URL elsewhere)"
-        )
-    value = conn.execute(text("SELECT anchor FROM demo_scenario")).scalar()
-    if value is None:
-        raise ValueError(f"the demo_scenario table of the app database at {where} holds no anchor")
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return _whole_utc(value)
-
-
-def _schema_statements() -> list[str]:
-    sql = resources.files("monitor.presets").joinpath("default_schema.sql").read_text()
-    lines = [line.split("--", 1)[0] for line in sql.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def _write(conn: Connection, demo: Demo) -> None:
-    for statement in _schema_statements():
-        conn.exec_driver_sql(statement)
-    conn.exec_driver_sql("CREATE TABLE demo_scenario (anchor TIMESTAMP NOT NULL)")
-    conn.execute(
-        text("INSERT INTO demo_scenario (anchor) VALUES (:anchor)"), {"anchor": sql_timestamp(demo.anchor)}
-    )
-    for table, rows in (("subscriptions", demo.rows), ("webhook_events", demo.webhook_log)):
-        if rows:
-            columns = list(rows[0])
-            conn.execute(
-                text(
-                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
-                ),
-                rows,
-            )
+    return ensure_demo_database(url, anchor, build)
