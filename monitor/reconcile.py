@@ -211,14 +211,15 @@ def reconcile(
         "subscriptions",
     )
     w = _World(pay, rows, now_us, grace_us, {s.strip().lower() for s in active_statuses})
+    unpaid, named = _paid_without_subscription(w)
     findings = (
-        _paid_without_subscription(w)
+        unpaid
         + _subscription_not_active(w)
         + _value_checks(w)
         + _period_not_extended(w)
         + _duplicates(w)
+        + _active_without_payment(w, spared=named)
     )
-    findings += _active_without_payment(w)
     order = {k: i for i, k in enumerate(PAYMENT_KINDS)}
     findings = list({f.key: f for f in reversed(findings)}.values())  # a payment id listed twice: once
     findings.sort(key=lambda f: (order[f.kind], f.key))
@@ -350,7 +351,6 @@ class _World:
         self.row_latest = np.full(n_rows, -1, dtype=np.int64)  # the row's latest matched payment, or -1
         has_payment = latest_rank >= 0
         self.row_latest[has_payment] = self.order[latest_rank[has_payment]]
-        self.named_candidates: set[int] = set()
 
     def _strong_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(payment, row, key) for every strongly matched pair, each pair once with its strongest key.
@@ -372,13 +372,11 @@ class _World:
         first = ~pd.Series(p * max(self.n_rows, 1) + r).duplicated().to_numpy()  # keys joined strongest first
         return p[first], r[first], k[first]
 
-    def edges_of(self, payments: np.ndarray, row_mask: np.ndarray | None = None) -> dict[int, list[int]]:
-        """The rows strongly matched to each of a few payments (optionally only rows in row_mask)."""
+    def edges_of(self, payments: np.ndarray) -> dict[int, list[int]]:
+        """The rows strongly matched to each of a few payments."""
         wanted = np.zeros(self.n_pay, dtype=bool)
         wanted[payments] = True
         sel = wanted[self.e_pay]
-        if row_mask is not None:
-            sel &= row_mask[self.e_row]
         return _grouped(self.e_pay[sel], self.e_row[sel])
 
     # Python values of single payments and rows, fetched lazily but in bulk by the finding builders.
@@ -437,17 +435,18 @@ def _plain(v):
 # --- the rules --------------------------------------------------------------------------------------------
 
 
-def _paid_without_subscription(w: _World) -> list[Finding]:
+def _paid_without_subscription(w: _World) -> tuple[list[Finding], set[int]]:
+    """The findings, and the weak candidate rows their hints name."""
     found = np.flatnonzero(w.due & ~w.settled & (w.n_matched == 0))
     if not len(found):
-        return []
+        return [], set()
     candidates = _weak_candidates(w, found)
     pv = w.payment_values(found)
     rv = w.row_values(r for rs in candidates.values() for r, _ in rs)
     lv = w.payment_values(
         w.row_latest[r] for rs in candidates.values() for r, _ in rs if w.row_latest[r] >= 0
     )
-    out = []
+    out, named_rows = [], set()
     for p in found.tolist():
         hint = f"{_paid(pv, p)}; {_NOT_LINKED}"
         named = sorted(candidates.get(p, []), key=lambda c: (w.row_matched[c[0]], _id_order(rv(c[0], "id"))))
@@ -457,14 +456,14 @@ def _paid_without_subscription(w: _World) -> list[Finding]:
             for r, how in named:
                 other = w.row_latest[r]
                 linked = f", belongs to {lv(other, 'payment_id')}" if other >= 0 else ""
-                who = rv(r, "email") or "no e-mail"
-                parts.append(f"row {rv(r, 'id')} ({who}, {rv(r, 'status')}{linked}) matches only by {how}")
+                who = f"{_email(rv, r)}, {rv(r, 'status')}{linked}"
+                parts.append(f"row {rv(r, 'id')} ({who}) matches only by {how}")
             more = len(candidates[p]) - len(named)
             tail = f", and {more} more" if more > 0 else ""
             hint += "; weak candidate" + ("s: " if len(named) > 1 else ": ") + ", ".join(parts) + tail
-            w.named_candidates.update(r for r, _ in named)
+            named_rows.update(r for r, _ in named)
         out.append(_payment_finding("paid_without_subscription", p, [], hint, pv, rv))
-    return out
+    return out, named_rows
 
 
 def _weak_candidates(w: _World, found: np.ndarray) -> dict[int, list[tuple[int, str]]]:
@@ -510,7 +509,7 @@ def _subscription_not_active(w: _World) -> list[Finding]:
         rs = _sorted_rows(matched[p], rv)
         if len(rs) == 1:
             r = rs[0]
-            what = f"row {rv(r, 'id')} ({rv(r, 'email')}) links to it but is {rv(r, 'status')}, not active"
+            what = f"row {rv(r, 'id')} ({_email(rv, r)}) links to it but is {rv(r, 'status')}, not active"
         else:
             what = "rows " + _and(f"{rv(r, 'id')} ({rv(r, 'status')})" for r in rs)
             what += " link to it but none is active"
@@ -640,12 +639,12 @@ def _duplicates(w: _World) -> list[Finding]:
     return out
 
 
-def _active_without_payment(w: _World) -> list[Finding]:
+def _active_without_payment(w: _World, spared: set[int]) -> list[Finding]:
     created = w.rows["created_at"].to_numpy()
     old = (created == _NAT) | (w.now - np.where(created == _NAT, w.now, created) > w.grace)
     trial = w.trialing | ((w.row_sub >= 0) & w.trial_sub[np.maximum(w.row_sub, 0)])
     found = np.flatnonzero(w.active & ~w.row_matched & old & ~trial)
-    found = [r for r in found.tolist() if r not in w.named_candidates]
+    found = [r for r in found.tolist() if r not in spared]  # reported through a paid_without_subscription
     if not found:
         return []
     rv = w.row_values(found)
@@ -653,7 +652,7 @@ def _active_without_payment(w: _World) -> list[Finding]:
     for r in found:
         since = f" since {_when(rv(r, 'created_at'))}" if rv(r, "created_at") else ""
         hint = (
-            f"row {rv(r, 'id')} ({rv(r, 'email')}) is {rv(r, 'status')}{since}, but no Stripe payment links "
+            f"row {rv(r, 'id')} ({_email(rv, r)}) is {rv(r, 'status')}{since}, but no Stripe payment links "
             "to it by checkout session, payment intent or subscription id"
         )
         f = _row_finding("active_without_payment", [r], hint, rv)
@@ -727,6 +726,10 @@ def _id_order(row_id) -> tuple:
 
 def _sorted_rows(rs: Iterable[int], rv: _Values) -> list[int]:
     return sorted(set(rs), key=lambda r: _id_order(rv(r, "id")))
+
+
+def _email(rv: _Values, r: int) -> str:
+    return rv(r, "email") or "no e-mail"
 
 
 def _paid(pv: _Values, p: int) -> str:

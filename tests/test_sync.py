@@ -200,15 +200,16 @@ def test_a_refund_made_after_the_payment_was_synced_arrives_through_its_event(en
         sync(engine, source(running), now=NOW)
         charge = next(o for o in a.objects if o["id"] == pay["ch"])
         refunded = {**charge, "amount_refunded": 14900, "refunded": True}
+        refunded_at = int(time.time()) + 1  # after the first sync's copy was taken
         event = {
             **next(o for o in a.objects if o["object"] == "event"),
             "id": "evt_refund",
             "type": "charge.refunded",
-            "created": NOW + 30,
+            "created": refunded_at,
             "data": {"object": refunded},
         }
         running.emulator.upsert([refunded, event])
-        sync(engine, source(running), now=NOW + 60)
+        sync(engine, source(running), now=refunded_at + 30)
     with engine.connect() as conn:
         stored = conn.execute(
             text("SELECT amount_refunded FROM stripe_charges WHERE id = :i"), {"i": pay["ch"]}
