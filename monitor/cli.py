@@ -18,7 +18,7 @@ from monitor.errors import MonitorError
 
 
 def _money(amount: int | None, currency: str | None) -> str:
-    from monitor.reconcile import format_money
+    from monitor.money import format_money
 
     return format_money(amount, currency) if amount is not None and currency else ""
 
@@ -74,6 +74,38 @@ def cmd_reconcile(args, cfg) -> int:
         if f.get("hint"):
             print(f"           {f['hint']}")
     return 0
+
+
+def cmd_check(args, cfg) -> int:
+    from monitor import metrics, pipeline
+
+    report = pipeline.run_check(cfg)
+    if args.prometheus:
+        try:
+            metrics.write_textfile(args.prometheus, report)
+        except OSError as e:
+            report.notes.append(f"cannot write {args.prometheus}: {e.strerror}")
+    if args.json:
+        print(cfg.mask(json.dumps(report.to_json(), indent=1, ensure_ascii=False)))
+        return report.exit_status
+    print(f"{report.status}: " + cfg.mask(_check_summary(report)))
+    for c in report.components:
+        latency = f"{c.latency_ms:.0f} ms" if c.latency_ms is not None else ""
+        print(f"  {c.status.upper():9} {c.name:22} {latency:>8}  {cfg.mask(c.detail)}")
+    for note in report.notes:
+        print(f"  note: {cfg.mask(note)}")
+    return report.exit_status
+
+
+def _check_summary(report) -> str:
+    down = [c.name for c in report.components if c.status == "down"]
+    parts = [f"{', '.join(down)} down"] if down else []
+    if report.findings:
+        parts.append(", ".join(f"{n} {kind}" for kind, n in sorted(report.findings.items())))
+    risk = ", ".join(_money(v, k) for k, v in sorted(report.amount_at_risk.items()))
+    if risk:
+        parts.append(f"paid without access: {risk}")
+    return "; ".join(parts) or "every component up, no open findings"
 
 
 def cmd_emulator(args, _cfg) -> int:
@@ -148,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconcile", help="compare payments with subscription rows; print the findings")
     p.add_argument("--json", action="store_true", help="print DESIGN.md's JSON object")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("check", help="probe every component, read open findings: one Nagios verdict")
+    p.add_argument("--json", action="store_true", help="print DESIGN.md's JSON object")
+    p.add_argument("--prometheus", metavar="FILE", help="also write the metrics in Prometheus' text format")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("emulator", help="run the Stripe emulator in the foreground")
     p.add_argument("--port", type=int, default=12111)

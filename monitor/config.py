@@ -70,6 +70,15 @@ SETTINGS: tuple[Setting, ...] = (
         "how long a paid payment may lack its subscription, or an event its delivery, before it is a finding",
         "`10`",
     ),
+    Setting("SYNC_INTERVAL", "seconds between scheduled sync + reconcile runs of `python -m jobs`", "`300`"),
+    Setting(
+        "PROBE_INTERVAL",
+        "seconds between scheduled probe runs; the scheduler counts as down after twice this without a run",
+        "`30`",
+    ),
+    Setting(
+        "RETENTION_DAYS", "probe history and resolved findings older than this are deleted daily", "`90`"
+    ),
 )
 
 DEMO_APP_DATABASE_URL = "sqlite:///data/demo_app.db"
@@ -91,6 +100,9 @@ class Config:
     webhook_secret: str | None
     redis_urls: dict[str, str]
     grace_minutes: int
+    sync_interval: int = 300
+    probe_interval: int = 30
+    retention_days: int = 90
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -304,6 +316,9 @@ def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None
         webhook_secret=webhook_secret,
         redis_urls=redis,
         grace_minutes=_parse_int(raw, "GRACE_MINUTES", 10, 0, 7 * 24 * 60),
+        sync_interval=_parse_int(raw, "SYNC_INTERVAL", 300, 1, 24 * 3600),
+        probe_interval=_parse_int(raw, "PROBE_INTERVAL", 30, 1, 3600),
+        retention_days=_parse_int(raw, "RETENTION_DAYS", 90, 1, 3650),
         secrets=tuple(s for s in secrets if s),
     )
 

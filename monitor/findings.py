@@ -57,6 +57,19 @@ WEBHOOK_KINDS: tuple[str, ...] = (
 )
 
 
+# Money taken with no access given: what "amount at risk" adds up.
+AT_RISK_KINDS = ("paid_without_subscription", "subscription_not_active")
+
+
+def amount_at_risk(findings) -> dict[str, int]:
+    """Minor units per currency over findings (dicts with kind, amount, currency) of AT_RISK_KINDS."""
+    risk: dict[str, int] = {}
+    for f in findings:
+        if f["kind"] in AT_RISK_KINDS and f.get("currency") and f.get("amount") is not None:
+            risk[f["currency"]] = risk.get(f["currency"], 0) + int(f["amount"])
+    return risk
+
+
 def severity_of(kind: str) -> str:
     return KINDS[kind][0]
 

@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, MetaData, String, Text, TypeDecorator
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -251,3 +262,16 @@ STRIPE_TABLES = {
 
 def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+class ProbeResultRow(Base):
+    """One probe of one component: its status, the exact error text, latency and time."""
+
+    __tablename__ = "probe_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    component: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # up | degraded | down | unknown
+    detail: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (Index(None, "component", "checked_at"), Index(None, "checked_at"))

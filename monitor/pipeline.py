@@ -1,15 +1,19 @@
-"""The runs every entry point calls (CLI, jobs, dashboard): sync and reconcile, each recorded as a job run.
+"""The runs every entry point calls (CLI, jobs, dashboard): sync, reconcile and check, each recorded.
 
-In demo mode (no STRIPE_API_KEY) the Stripe emulator runs in-process with the demo scenario, and the demo
-app database is created at APP_DATABASE_URL when it does not exist yet; nothing needs a network.
+In demo mode (no STRIPE_API_KEY) the Stripe emulator runs in-process with the demo scenario, the demo app
+database is created at APP_DATABASE_URL when it does not exist yet, and the store gets the demo's probe
+history once; nothing needs a network.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
@@ -17,11 +21,46 @@ from sqlalchemy import Engine
 from monitor import lifecycle, snapshot, store
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.config import Config
-from monitor.findings import PAYMENT_KINDS
+from monitor.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, severity_of
 from monitor.models import now_utc
+from monitor.outages import outage_windows
 from monitor.reconcile import reconcile
+from monitor.root_cause import explain
 from monitor.stripe_source import StripeSource
 from monitor.sync import Progress, SyncResult, sync
+from monitor.webhook_health import webhook_findings
+
+# Job names the scheduler process records; their runs are its heartbeat.
+SCHEDULED_JOBS = ("jobs:sync", "jobs:probes", "jobs:retention")
+HISTORY_DAYS = 35  # probe history read for root causes: a little more than Stripe's 30-day Events window
+CHECK_DEADLINE_S = 4.0
+
+
+# --- demo mode --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _demo(anchor: datetime):
+    from monitor.emulator.demo import build_demo
+
+    return build_demo(anchor)
+
+
+def demo_scenario(config: Config):
+    """The demo scenario for `config` (demo mode only); creates the demo app database if needed."""
+    from monitor.emulator.demo import ensure_demo_app_db
+
+    return _demo(ensure_demo_app_db(config.app_database_url))
+
+
+@contextlib.contextmanager
+def demo_emulator(config: Config) -> Iterator[tuple[str, str]]:
+    """The demo scenario served by an in-process emulator: yields (api key, base URL)."""
+    from monitor.emulator import server
+
+    key = "sk_test_demo_" + secrets.token_hex(8)
+    with server.start(demo_scenario(config).objects, api_key=key) as running:
+        yield key, running.base_url
 
 
 @contextlib.contextmanager
@@ -30,26 +69,38 @@ def stripe_source(config: Config) -> Iterator[StripeSource]:
     if not config.demo:
         yield StripeSource(config.stripe_api_key, config.stripe_api_base)
         return
-    from monitor.emulator import server
-    from monitor.emulator.demo import build_demo, ensure_demo_app_db
-
-    anchor = ensure_demo_app_db(config.app_database_url)
-    key = "sk_test_demo_" + secrets.token_hex(8)
-    with server.start(build_demo(anchor).objects, api_key=key) as running:
-        yield StripeSource(key, running.base_url)
+    with demo_emulator(config) as (key, base_url):
+        yield StripeSource(key, base_url)
 
 
-def ensure_app_database(config: Config) -> None:
-    """In demo mode, create the demo app database if it does not exist yet."""
-    if config.demo:
-        from monitor.emulator.demo import ensure_demo_app_db
+def ensure_demo_history(config: Config, engine: Engine) -> None:
+    """In demo mode, give the store the demo's probe history (the Redis outage of the incident) once."""
+    if not config.demo:
+        return
+    from monitor.emulator.demo_probes import demo_probe_history
 
-        ensure_demo_app_db(config.app_database_url)
+    demo = demo_scenario(config)
+    with engine.begin() as conn:
+        if not store.has_probe_history_before(conn, demo.anchor):
+            store.save_probe_results(conn, demo_probe_history(demo))
+
+
+def expected_webhook_url(config: Config) -> str | None:
+    """EXPECTED_WEBHOOK_URL, or in demo mode the demo's production URL."""
+    if config.expected_webhook_url or not config.demo:
+        return config.expected_webhook_url
+    from monitor.emulator.demo import DEMO_EXPECTED_WEBHOOK_URL
+
+    return DEMO_EXPECTED_WEBHOOK_URL
 
 
 def open_app_database(config: Config) -> AppDatabase:
-    ensure_app_database(config)
+    if config.demo:
+        demo_scenario(config)
     return AppDatabase(config.app_database_url, load_mapping(config.app_schema))
+
+
+# --- sync and reconcile -----------------------------------------------------------------------
 
 
 def run_sync(
@@ -58,6 +109,7 @@ def run_sync(
     with store.RunRecorder(engine, "sync") as run, stripe_source(config) as source:
         result = sync(engine, source, full=full, progress=progress)
         run.counts = {"objects": result.objects, "requests": result.requests, "pages": result.pages}
+    ensure_demo_history(config, engine)
     return result
 
 
@@ -76,33 +128,205 @@ class Report:
 
 
 def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None) -> Report:
-    """Reconcile the store's payments with the app's rows, record the findings' lifecycle, and report the
-    current (open and acknowledged) findings."""
+    """Reconcile the store's payments with the app's rows, judge webhook delivery, explain each payment
+    finding from its event, the app's log and the outages around it, record the findings' lifecycle,
+    and report the current (open and acknowledged) findings."""
     now = now or now_utc()
     app = open_app_database(config)
+    ensure_demo_history(config, engine)
+    grace = timedelta(minutes=config.grace_minutes)
     with store.RunRecorder(engine, "reconcile") as run:
         subscriptions = app.read_subscriptions()
+        webhook_log = app.read_webhook_log()
         with engine.connect() as conn:
             payments = snapshot.read_payments(conn)
+            events = snapshot.read_events(conn)
+            endpoints = snapshot.read_endpoints(conn)
+            history = store.probe_history(conn, since=now - timedelta(days=HISTORY_DAYS))
         result = reconcile(
+            payments, subscriptions, now=now, grace=grace, active_statuses=app.mapping.active_statuses
+        )
+        delivery = webhook_findings(
+            events,
+            webhook_log,
+            endpoints,
             payments,
-            subscriptions,
             now=now,
-            grace=timedelta(minutes=config.grace_minutes),
-            active_statuses=app.mapping.active_statuses,
+            grace=grace,
+            expected_url=expected_webhook_url(config),
+            livemode=config.livemode,
+            ok_statuses=app.mapping.ok_statuses,
+        )
+        findings = explain(
+            result.findings + delivery,
+            payments,
+            events,
+            webhook_log,
+            outage_windows(history),
+            now=now,
+            ok_statuses=app.mapping.ok_statuses,
         )
         with engine.begin() as conn:
-            run.counts = lifecycle.apply_findings(conn, result.findings, kinds=PAYMENT_KINDS, now=now)
-            findings = lifecycle.current_findings(conn)
+            run.counts = lifecycle.apply_findings(
+                conn, findings, kinds=PAYMENT_KINDS + WEBHOOK_KINDS, now=now
+            )
+            current = lifecycle.current_findings(conn)
         run.counts["payments"] = result.summary["payments"]
     summary = dict(result.summary)
-    summary["open_by_kind"] = _open_by_kind(findings)
-    return Report(generated_at=now, summary=summary, findings=findings)
+    summary["open_by_kind"] = open_by_kind(current)
+    return Report(generated_at=now, summary=summary, findings=current)
 
 
-def _open_by_kind(findings: list[dict]) -> dict[str, int]:
+def open_by_kind(findings: list[dict]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for f in findings:
         if f["status"] == lifecycle.OPEN:
             counts[f["kind"]] = counts.get(f["kind"], 0) + 1
     return counts
+
+
+# --- check ------------------------------------------------------------------------------------
+
+NAGIOS = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+
+
+@dataclass
+class CheckReport:
+    status: str
+    components: list  # monitor.probes.ProbeResult
+    findings: dict[str, int]  # open findings by kind
+    amount_at_risk: dict[str, int] = field(default_factory=dict)
+    last_sync_age_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_status(self) -> int:
+        return NAGIOS[self.status]
+
+    def to_json(self) -> dict:
+        return {
+            "status": self.status,
+            "components": [c.to_json() for c in self.components],
+            "findings": self.findings,
+            "amount_at_risk": self.amount_at_risk,
+            "last_sync_age_s": self.last_sync_age_s,
+            "notes": self.notes,
+        }
+
+
+def _within(seconds: float, fn: Callable, *args):
+    """fn(*args) in a daemon thread; its result, or TimeoutError when it has not answered in time (a hung
+    database must not hang the check, and a daemon thread does not delay the process's exit)."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            box["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _store_state(config: Config, now: datetime) -> dict:
+    """What `check` reads from the store: the scheduler's heartbeat, open findings, the last sync."""
+    engine = store.open_store(config.monitor_database_url)
+    try:
+        ensure_demo_history(config, engine)
+        with engine.connect() as conn:
+            return {
+                "engine": engine,
+                "heartbeat": store.last_run_started(conn, SCHEDULED_JOBS),
+                "findings": lifecycle.current_findings(conn),
+                "last_sync": store.last_successful_run(conn, "sync")
+                or store.last_successful_run(conn, "jobs:sync"),
+            }
+    except BaseException:
+        engine.dispose()
+        raise
+
+
+def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
+    """Probe every component in parallel, read the open findings, and give one Nagios verdict; answers
+    within about CHECK_DEADLINE_S seconds whatever is dead or hung."""
+    from monitor import probes
+
+    now = now or now_utc()
+    notes: list[str] = []
+    state: dict | None = None
+    try:
+        state = _within(CHECK_DEADLINE_S - 1, _store_state, config, now)
+    except Exception as e:  # noqa: BLE001 - the store is one of the things check reports on
+        notes.append(f"the monitor's store could not be read: {config.mask(str(e))}")
+
+    max_age = timedelta(seconds=2 * min(config.probe_interval, config.sync_interval))
+    extra: dict[str, Callable] = {
+        "scheduler": lambda: probes.probe_scheduler(
+            state["heartbeat"] if state else None, now=now_utc(), max_age=max_age
+        )
+    }
+    if state is None:
+        extra["scheduler"] = lambda: probes.ProbeResult(
+            "scheduler", "unknown", "the monitor's store could not be read", None, now_utc()
+        )
+    if config.demo:
+
+        def demo_stripe():
+            with demo_emulator(config) as (key, base_url):
+                result = probes.probe_stripe(key, base_url)
+            return dataclasses.replace(result, detail=f"{result.detail} (demo: the built-in emulator)")
+
+        extra["stripe_api"] = demo_stripe
+    components = probes.run_probes(config, deadline_s=CHECK_DEADLINE_S - 0.5, extra=extra)
+
+    findings: dict[str, int] = {}
+    risk: dict[str, int] = {}
+    last_sync_age = None
+    if state is not None:
+        current = state["findings"]
+        findings = open_by_kind(current)
+        risk = amount_at_risk(f for f in current if f["status"] == lifecycle.OPEN)
+        if state["last_sync"] is not None:
+            last_sync_age = (now - state["last_sync"]).total_seconds()
+        rows = [
+            {
+                "component": c.name,
+                "status": c.status,
+                "detail": c.detail,
+                "latency_ms": c.latency_ms,
+                "checked_at": c.checked_at,
+            }
+            for c in components
+        ]
+        with contextlib.suppress(Exception), state["engine"].begin() as conn:
+            store.save_probe_results(conn, rows)
+        state["engine"].dispose()
+    return CheckReport(
+        status=verdict(components, findings, store_read=state is not None),
+        components=components,
+        findings=findings,
+        amount_at_risk=risk,
+        last_sync_age_s=last_sync_age,
+        notes=notes,
+    )
+
+
+def verdict(components: list, findings: dict[str, int], *, store_read: bool) -> str:
+    """CRITICAL: a component down or a critical finding open; WARNING: a component degraded or unknown,
+    or a warning finding open; UNKNOWN: the store could not be read (nothing else down); else OK."""
+    statuses = {c.status for c in components}
+    severities = {severity_of(kind) for kind, n in findings.items() if n}
+    if "down" in statuses or "critical" in severities:
+        return "CRITICAL"
+    if not store_read:
+        return "UNKNOWN"
+    if statuses & {"degraded", "unknown"} or "warning" in severities:
+        return "WARNING"
+    return "OK"

@@ -56,7 +56,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from monitor.findings import PAYMENT_KINDS, Finding
+from monitor.findings import PAYMENT_KINDS, Finding, amount_at_risk
+from monitor.money import format_money
 
 PAYMENT_COLUMNS: tuple[str, ...] = (
     "payment_id",
@@ -93,29 +94,6 @@ SUBSCRIPTION_COLUMNS: tuple[str, ...] = (
     "current_period_end",
 )
 
-# Stripe's zero-decimal and three-decimal currencies: amounts are in whole units, or thousandths.
-# https://docs.stripe.com/currencies#zero-decimal, https://docs.stripe.com/currencies#three-decimal
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    {
-        "bif",
-        "clp",
-        "djf",
-        "gnf",
-        "jpy",
-        "kmf",
-        "krw",
-        "mga",
-        "pyg",
-        "rwf",
-        "ugx",
-        "vnd",
-        "vuv",
-        "xaf",
-        "xof",
-        "xpf",
-    }
-)
-THREE_DECIMAL_CURRENCIES = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 
 # Stripe subscription statuses after which no row is expected to be active.
 ENDED_STRIPE_STATUSES = frozenset({"canceled", "incomplete_expired"})
@@ -665,12 +643,9 @@ def _summary(w: _World, findings: list[Finding]) -> dict:
     has_active = w.n_active > 0
     matched = int(np.count_nonzero(np.where(w.settled, ~has_active, has_active)))
     open_by_kind: dict[str, int] = {}
-    at_risk: dict[str, int] = {}
     for f in findings:
         open_by_kind[f.kind] = open_by_kind.get(f.kind, 0) + 1
-        if f.kind in ("paid_without_subscription", "subscription_not_active"):
-            cur = f.currency or ""
-            at_risk[cur] = at_risk.get(cur, 0) + (f.amount or 0)
+    at_risk = amount_at_risk({"kind": f.kind, "amount": f.amount, "currency": f.currency} for f in findings)
     return {
         "payments": w.n_pay,
         "matched": matched,
@@ -735,19 +710,6 @@ def _email(rv: _Values, r: int) -> str:
 def _paid(pv: _Values, p: int) -> str:
     money = format_money(pv(p, "amount"), pv(p, "currency"))
     return f"paid {money} on {_when(pv(p, 'created'))} ({pv(p, 'payment_id')})"
-
-
-def format_money(amount: int | None, currency: str | None) -> str:
-    """'USD 149.00' from (14900, 'usd'); zero-decimal currencies are not divided."""
-    code = (currency or "???").upper()
-    if amount is None:
-        return f"{code} (no amount)"
-    digits = (
-        0 if code.lower() in ZERO_DECIMAL_CURRENCIES else 3 if code.lower() in THREE_DECIMAL_CURRENCIES else 2
-    )
-    whole, part = divmod(abs(int(amount)), 10**digits)
-    sign = "-" if amount < 0 else ""
-    return f"{code} {sign}{whole:,}" + (f".{part:0{digits}d}" if digits else "")
 
 
 def _when(t: datetime | None) -> str:

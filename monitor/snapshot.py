@@ -3,6 +3,8 @@ a handful of queries whatever the number of payments."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 from sqlalchemy import Connection, bindparam, text
 
@@ -92,3 +94,37 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df["livemode"] = df["livemode"].fillna(False).astype(bool)
     df["currency"] = df["currency"].str.lower()
     return df
+
+
+_EVENTS = text(
+    "SELECT id, type, created, pending_webhooks, object_id, object_type, livemode FROM stripe_events"
+)
+
+
+def read_events(conn: Connection) -> pd.DataFrame:
+    """Every stored event: id, type, created (UTC), pending_webhooks, object_id, object_type, livemode."""
+    events = pd.read_sql(_EVENTS, conn)
+    events["created"] = _utc(events["created"])
+    events["pending_webhooks"] = pd.to_numeric(events["pending_webhooks"]).fillna(0).astype("int64")
+    events["livemode"] = events["livemode"].fillna(False).astype(bool)
+    return events
+
+
+def read_endpoints(conn: Connection) -> list[dict]:
+    """Stripe's webhook endpoints as stored: id, url, status, enabled_events, livemode, created."""
+    rows = conn.execute(
+        text(
+            "SELECT id, url, status, enabled_events, livemode, created FROM stripe_webhook_endpoints ORDER BY id"
+        )
+    ).all()
+    return [
+        {
+            "id": r.id,
+            "url": r.url,
+            "status": r.status,
+            "enabled_events": json.loads(r.enabled_events or "[]"),
+            "livemode": bool(r.livemode),
+            "created": r.created,
+        }
+        for r in rows
+    ]

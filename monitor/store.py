@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -22,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from monitor.config import mask_url
 from monitor.db import make_engine
 from monitor.errors import StoreError
-from monitor.models import JobRun, SyncState, SyncWindow, now_utc
+from monitor.models import JobRun, ProbeResultRow, SyncState, SyncWindow, now_utc
 from monitor.stripe_rows import object_type, row_for, table_for
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -163,6 +164,23 @@ def replace_objects(conn: Connection, kind: str, objects: list[dict], snapshot_a
     save_objects(conn, objects, snapshot_at)
 
 
+def mark_delivered(conn: Connection, still_pending: set[str], snapshot_at: int) -> int:
+    """Events stored as pending that Stripe no longer lists as undelivered have been delivered since:
+    set their `pending_webhooks` to 0. Returns how many."""
+    t = table_for("event").__table__
+    pending = conn.execute(select(t.c.id, t.c.raw).where(t.c.pending_webhooks > 0)).all()
+    delivered = [(i, raw) for i, raw in pending if i not in still_pending]
+    for event_id, raw in delivered:
+        obj = json.loads(raw)
+        obj["pending_webhooks"] = 0
+        conn.execute(
+            update(t)
+            .where(t.c.id == event_id)
+            .values(pending_webhooks=0, raw=json.dumps(obj, separators=(",", ":")), snapshot_at=snapshot_at)
+        )
+    return len(delivered)
+
+
 def count_objects(conn: Connection, kind: str) -> int:
     model = table_for(kind)
     return conn.execute(select(func.count()).select_from(model.__table__)).scalar_one()
@@ -284,7 +302,41 @@ def last_runs(conn: Connection, job: str | None = None, limit: int = 50) -> list
     return conn.execute(q).all()
 
 
+def last_run_started(conn: Connection, jobs: tuple[str, ...]) -> datetime | None:
+    """When the newest run of any of `jobs` started, whatever its outcome: a scheduler's heartbeat."""
+    return conn.execute(select(func.max(JobRun.started_at)).where(JobRun.job.in_(jobs))).scalar()
+
+
 def last_successful_run(conn: Connection, job: str) -> datetime | None:
     return conn.execute(
         select(func.max(JobRun.finished_at)).where(JobRun.job == job, JobRun.outcome == "ok")
     ).scalar()
+
+
+# --- probe history ----------------------------------------------------------------------------
+
+
+def save_probe_results(conn: Connection, results: Iterable[dict]) -> None:
+    """Store probe results: dicts with component, status, detail, latency_ms, checked_at."""
+    rows = [{k: r[k] for k in ("component", "status", "detail", "latency_ms", "checked_at")} for r in results]
+    if rows:
+        conn.execute(insert(ProbeResultRow), rows)
+
+
+def probe_history(conn: Connection, since: datetime) -> pd.DataFrame:
+    """Probe results checked at or after `since`, oldest first: component, status, detail, latency_ms,
+    checked_at (UTC)."""
+    t = ProbeResultRow.__table__
+    rows = conn.execute(
+        select(t.c.component, t.c.status, t.c.detail, t.c.latency_ms, t.c.checked_at)
+        .where(t.c.checked_at >= since)
+        .order_by(t.c.checked_at, t.c.id)
+    ).all()
+    df = pd.DataFrame(rows, columns=["component", "status", "detail", "latency_ms", "checked_at"])
+    df["checked_at"] = pd.to_datetime(df["checked_at"], utc=True)
+    return df
+
+
+def has_probe_history_before(conn: Connection, moment: datetime) -> bool:
+    t = ProbeResultRow.__table__
+    return conn.execute(select(t.c.id).where(t.c.checked_at <= moment).limit(1)).first() is not None

@@ -53,7 +53,18 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("events", "/v1/events", "event"),
 )
 ENDPOINTS = Resource("webhook_endpoints", "/v1/webhook_endpoints", "webhook_endpoint")
+# Events not yet delivered to some endpoint (Stripe API reference, "List all events": delivery_success).
+UNDELIVERED_EVENTS = Resource("undelivered_events", "/v1/events", "event", {"delivery_success": False})
 RETRIEVE_PATHS = {r.kind: r.path for r in (*RESOURCES, ENDPOINTS)}
+
+
+@dataclass(frozen=True)
+class AccountCheck:
+    """One `GET /v1/account` as the Stripe probe sees it: what came back, never an exception."""
+
+    http_status: int | None  # None when no HTTP answer came (refused, timeout, TLS, DNS)
+    account: dict | None  # the account's JSON on a 2xx answer
+    message: str  # Stripe's error message or the network error, one line; "" on success
 
 
 class StripeSource:
@@ -70,12 +81,13 @@ class StripeSource:
     ):
         self.api_base = api_base.rstrip("/")
         self._key_shown = mask_value(api_key)
+        self._http_client = stripe.RequestsClient(timeout=timeout)
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": self.api_base},
             stripe_version=API_VERSION,
             max_network_retries=max_network_retries,
-            http_client=stripe.RequestsClient(timeout=timeout),
+            http_client=self._http_client,
         )
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -134,6 +146,22 @@ class StripeSource:
     def account(self) -> dict:
         return self.get("/v1/account")
 
+    def check_account(self) -> AccountCheck:
+        """One `GET /v1/account` for the probe: exactly one request (no 429 back-off here; the SDK's own
+        retries are whatever `max_network_retries` says, 0 for a probe), classified, never raised."""
+        with self._lock:
+            self.requests += 1
+        try:
+            return AccountCheck(200, self._client.raw_request("get", "/v1/account").data, "")
+        except stripe.APIConnectionError as e:
+            return AccountCheck(None, None, _network_message(e))
+        except stripe.StripeError as e:
+            return AccountCheck(e.http_status, None, _message(e))
+
+    def close(self) -> None:
+        """Close this thread's HTTP session (its pooled connections)."""
+        self._http_client.close()
+
     def _translate(self, e: stripe.StripeError, path: str) -> Exception:
         status = e.http_status
         if isinstance(e, stripe.AuthenticationError):
@@ -148,6 +176,16 @@ class StripeSource:
         if isinstance(e, stripe.InvalidRequestError):
             return StripeRequestError(f"Stripe refused GET {path} ({status}): {_message(e)}")
         return StripeUnavailable(f"Stripe failed on GET {path} ({status or 'no status'}): {_message(e)}")
+
+
+def _network_message(e: stripe.APIConnectionError) -> str:
+    """The network error inside the SDK's wrapper text ("Unexpected error communicating with Stripe. …
+    (Network error: ReadTimeout: …)"), on one line."""
+    text = " ".join(str(e.user_message or e).split())
+    marker = "(Network error: "
+    if marker in text and text.endswith(")"):
+        return text[text.index(marker) + len(marker) : -1]
+    return text
 
 
 def _message(e: stripe.StripeError) -> str:

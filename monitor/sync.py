@@ -19,7 +19,7 @@ from sqlalchemy import Engine, delete
 
 from monitor import store
 from monitor.models import SyncState, SyncWindow
-from monitor.stripe_source import ENDPOINTS, RESOURCES, Resource, StripeSource
+from monitor.stripe_source import ENDPOINTS, RESOURCES, UNDELIVERED_EVENTS, Resource, StripeSource
 
 OVERLAP_S = 300
 
@@ -89,6 +89,18 @@ def fetch_window(
         starting_after = last_id
 
 
+def refresh_undelivered(engine: Engine, source: StripeSource) -> int:
+    """Bring the delivery state of stored events up to date: events Stripe still lists as undelivered
+    are saved afresh, and stored pending events it no longer lists are marked delivered. Incremental
+    windows alone would keep an event pending forever once it was synced while pending."""
+    undelivered = source.list_all(UNDELIVERED_EVENTS)
+    snapshot_at = int(time.time())
+    with engine.begin() as conn:
+        store.save_objects(conn, undelivered, snapshot_at=snapshot_at)
+        store.mark_delivered(conn, {e["id"] for e in undelivered}, snapshot_at)
+    return len(undelivered)
+
+
 def sync(
     engine: Engine,
     source: StripeSource,
@@ -121,6 +133,7 @@ def sync(
     with engine.begin() as conn:
         store.replace_objects(conn, ENDPOINTS.kind, endpoints, snapshot_at=int(time.time()))
     result.objects[ENDPOINTS.name] = len(endpoints)
+    result.objects[UNDELIVERED_EVENTS.name] = refresh_undelivered(engine, source)
     result.requests = source.requests - requests_before
     result.seconds = time.monotonic() - started
     return result

@@ -167,7 +167,7 @@ def test_a_sync_killed_with_sigkill_resumes_where_it_stopped(tmp_path, reference
         sync(engine, source(running), now=NOW)
         resumed_requests = running.emulator.stats()["requests"]
     assert dump(engine) == reference
-    full_requests = 5 + len(RESOURCES)  # every page plus the endpoints
+    full_requests = 5 + len(RESOURCES) + 1  # every page, the endpoints, the undelivered events
     assert resumed_requests < full_requests, "the resumed run fetched everything again"
     engine.dispose()
 
@@ -177,7 +177,7 @@ def test_an_incremental_run_fetches_only_what_is_new(engine):
         sync(engine, source(running), now=NOW)
         running.emulator.reset_stats()
         result = sync(engine, source(running), now=NOW + 600)
-        assert running.emulator.stats()["requests"] == len(RESOURCES) + 1
+        assert running.emulator.stats()["requests"] == len(RESOURCES) + 2  # + endpoints, + undelivered events
         assert result.objects["checkout_sessions"] == 0
 
         newer = many_sessions(NOW + 10_000, 150, start=5000)
@@ -224,3 +224,18 @@ def test_a_rejected_key_is_an_auth_error_and_the_store_is_untouched(engine, refe
             sync(engine, StripeSource("sk_test_wrong_key_0000", running.base_url), now=NOW + 60)
     assert "wrong_key_0000" not in str(error.value)
     assert dump(engine) == reference
+
+
+def test_an_event_delivered_since_the_last_sync_is_no_longer_pending(engine):
+    a = Account(NOW)
+    pay = a.checkout_payment("pending@example.com")
+    event = next(o for o in a.objects if o["id"] == pay["evt"])
+    event["pending_webhooks"] = 1
+    with server.start(a.objects, api_key=KEY) as running:
+        sync(engine, source(running), now=NOW)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pending_webhooks FROM stripe_events")).scalar() == 1
+        running.emulator.upsert([{**event, "pending_webhooks": 0}])
+        sync(engine, source(running), now=NOW + 3600)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT pending_webhooks FROM stripe_events")).scalar() == 0

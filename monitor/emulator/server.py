@@ -338,6 +338,9 @@ class Emulator:
     Faults (latency, rate limit, random 500s) apply to the Stripe routes only, never to /_emulator/,
     so tests and benchmarks can always load objects and read counters. The counters count every
     request to a non-admin path, including refused ones.
+
+    `forbidden_keys` are accepted as keys but may read nothing: every Stripe route answers them 403
+    with Stripe's permission error, as Stripe does for a restricted key without the permission.
     """
 
     def __init__(
@@ -349,6 +352,7 @@ class Emulator:
         rate_limit: float | None = None,
         error_rate: float = 0.0,
         seed: int = 0,
+        forbidden_keys: Iterable[str] = (),
     ):
         if latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, not {latency_ms}")
@@ -357,6 +361,7 @@ class Emulator:
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError(f"error_rate must be between 0 and 1, not {error_rate}")
         self.api_key = api_key
+        self.forbidden_keys = frozenset(forbidden_keys)
         self.latency_ms = latency_ms
         self.rate_limit = rate_limit
         self.error_rate = error_rate
@@ -411,7 +416,7 @@ class Emulator:
             self._count("requests", found.pattern if found else url.path)
             if self.latency_ms:
                 time.sleep(self.latency_ms / 1000)  # each connection has its own thread: others go on
-        self._authenticate(headers.get("Authorization"))
+        key = self._authenticate(headers.get("Authorization"))
         if found is None:
             raise ApiError(
                 404,
@@ -420,6 +425,12 @@ class Emulator:
             )
         if admin:
             return self._admin(found.kind, body)
+        if key in self.forbidden_keys:
+            raise ApiError(
+                403,
+                f"The provided key '{mask_key(key)}' does not have the required permissions for this "
+                f"endpoint on account '{self.store.account().id}'.",
+            )
         if self._bucket is not None and not self._bucket.take():
             self._count("rate_limited")
             raise ApiError(429, RATE_LIMIT_MESSAGE, code="rate_limit")
@@ -436,16 +447,20 @@ class Emulator:
         with self._random_lock:  # one seeded sequence shared by all threads: repeatable runs
             return self._random.random()
 
-    def _authenticate(self, authorization: str | None) -> None:
+    def _authenticate(self, authorization: str | None) -> str:
+        """The presented key if it is accepted; ApiError 401 otherwise."""
         key = presented_key(authorization)
         if key is None:
             raise ApiError(401, NO_KEY_MESSAGE)
+        if key in self.forbidden_keys:
+            return key
         if self.api_key is not None:
             accepted = hmac.compare_digest(key.encode(), self.api_key.encode())
         else:
             accepted = TEST_KEY.match(key) is not None
         if not accepted:
             raise ApiError(401, f"Invalid API Key provided: {mask_key(key)}")
+        return key
 
     def _admin(self, kind: str, body: bytes) -> Response:
         if kind == "stats":

@@ -1,0 +1,20 @@
+"""Durations the way an operator reads them, one way everywhere (hints, probe details, the dashboard)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+def format_duration(d: timedelta) -> str:
+    """'45 s', '3 min', '2 h 3 min', '2 d 21 h': the two largest units, rounded down; negative is '0 s'."""
+    seconds = max(int(d.total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
