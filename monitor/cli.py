@@ -217,3 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; everything saved so far stays saved", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`… | head`): say nothing more, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

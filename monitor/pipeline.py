@@ -28,7 +28,7 @@ from monitor.reconcile import reconcile
 from monitor.root_cause import explain
 from monitor.stripe_source import StripeSource
 from monitor.sync import Progress, SyncResult, sync
-from monitor.webhook_health import webhook_findings
+from monitor.webhook_health import audit_endpoints, webhook_findings
 
 # Job names the scheduler process records; their runs are its heartbeat.
 SCHEDULED_JOBS = ("jobs:sync", "jobs:probes", "jobs:retention")
@@ -245,8 +245,8 @@ def _store_state(config: Config, now: datetime) -> dict:
                 "engine": engine,
                 "heartbeat": store.last_run_started(conn, SCHEDULED_JOBS),
                 "findings": lifecycle.current_findings(conn),
-                "last_sync": store.last_successful_run(conn, "sync")
-                or store.last_successful_run(conn, "jobs:sync"),
+                "last_sync": store.last_successful_run(conn, ("sync", "jobs:sync")),
+                "endpoints": snapshot.read_endpoints(conn),
             }
     except BaseException:
         engine.dispose()
@@ -285,6 +285,8 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
 
         extra["stripe_api"] = demo_stripe
     components = probes.run_probes(config, deadline_s=CHECK_DEADLINE_S - 0.5, extra=extra)
+    if state is not None:
+        components = [with_endpoint_audit(c, config, state["endpoints"]) for c in components]
 
     findings: dict[str, int] = {}
     risk: dict[str, int] = {}
@@ -316,6 +318,22 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
         last_sync_age_s=last_sync_age,
         notes=notes,
     )
+
+
+def with_endpoint_audit(result, config: Config, endpoints: list[dict]):
+    """The webhook_endpoint component judged from both sides: an endpoint registered at Stripe for the
+    expected URL (the audit of the synced endpoints) and the URL answering (the probe). A registration at
+    the wrong URL is the incident's cause, so it makes the component down whatever the URL answers."""
+    if result.name != "webhook_endpoint":
+        return result
+    audit = audit_endpoints(endpoints, expected_url=expected_webhook_url(config), livemode=config.livemode)
+    if audit.configured and not audit.ok:
+        return dataclasses.replace(
+            result, status="down", detail=f"{'; '.join(audit.problems)}; {result.detail}"
+        )
+    if not audit.configured:
+        return dataclasses.replace(result, detail=audit.summary)
+    return result
 
 
 def verdict(components: list, findings: dict[str, int], *, store_read: bool) -> str:

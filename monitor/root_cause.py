@@ -91,7 +91,8 @@ def explain(
         if log is not None and event_id:
             parts.append(_app_log(log, event_id))
         parts += _outages(outages, created, now=now)
-        hint = f.hint.split(WHY)[0] + WHY + "; ".join(parts)
+        base = f.hint.split(WHY)[0].rstrip()
+        hint = base + ("" if not base or base.endswith((".", "!", "?")) else ".") + WHY + "; ".join(parts)
         out.append(dataclasses.replace(f, hint=hint, event_id=f.event_id or event_id))
     return out
 

@@ -307,9 +307,10 @@ def last_run_started(conn: Connection, jobs: tuple[str, ...]) -> datetime | None
     return conn.execute(select(func.max(JobRun.started_at)).where(JobRun.job.in_(jobs))).scalar()
 
 
-def last_successful_run(conn: Connection, job: str) -> datetime | None:
+def last_successful_run(conn: Connection, jobs: tuple[str, ...]) -> datetime | None:
+    """When the newest successful run of any of `jobs` finished."""
     return conn.execute(
-        select(func.max(JobRun.finished_at)).where(JobRun.job == job, JobRun.outcome == "ok")
+        select(func.max(JobRun.finished_at)).where(JobRun.job.in_(jobs), JobRun.outcome == "ok")
     ).scalar()
 
 

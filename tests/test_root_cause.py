@@ -188,7 +188,7 @@ def why(found: list[Finding]) -> str:
 def test_the_incident_names_the_pending_event_the_apps_error_and_the_redis_outage():
     (f,) = explain([finding()], payments(), events(), app_log(FAILED), [REDIS_DOWN], now=NOW)
     assert f.hint == (
-        "paid USD 149.00 on 2026-11-26 11:01 UTC (cs_dana) Why: checkout.session.completed evt_dana pending at "
+        "paid USD 149.00 on 2026-11-26 11:01 UTC (cs_dana). Why: checkout.session.completed evt_dana pending at "
         f'1 endpoint for 2 h 3 min; app log: failed "{REDIS_ERROR}"; redis:channels down 10:58–11:20 UTC'
     )
     assert f.event_id == "evt_dana"
