@@ -79,7 +79,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "RETENTION_DAYS", "probe history and resolved findings older than this are deleted daily", "`90`"
     ),
+    Setting(
+        "OPERATOR_ROLES",
+        "comma-separated `operator=role` with role `viewer`, `finance`, `support` or `admin`; only support "
+        "and admin may activate",
+        "unset: in demo mode every operator is `admin`; otherwise nobody may act",
+    ),
+    Setting(
+        "ALERT_URLS",
+        "comma-separated apprise URLs (`slack://…`, `mailto://…`, `json://host/path`, …) for alerts",
+        "unset: no alerts are sent (they are still recorded)",
+        secret=True,
+    ),
+    Setting(
+        "ALERTS_PER_HOUR", "cap on alert messages per hour; past it alerts are recorded, not sent", "`30`"
+    ),
+    Setting(
+        "METRICS_PORT", "port where `python -m jobs` serves Prometheus metrics on 127.0.0.1", "unset: off"
+    ),
 )
+ROLES = ("viewer", "finance", "support", "admin")
 
 DEMO_APP_DATABASE_URL = "sqlite:///data/demo_app.db"
 DEFAULT_MONITOR_DATABASE_URL = "sqlite:///data/monitor.db"
@@ -103,6 +122,10 @@ class Config:
     sync_interval: int = 300
     probe_interval: int = 30
     retention_days: int = 90
+    operator_roles: dict[str, str] = field(default_factory=dict)
+    alert_urls: tuple[str, ...] = ()
+    alerts_per_hour: int = 30
+    metrics_port: int | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -257,6 +280,22 @@ def _parse_redis(raw: Mapping[str, str]) -> dict[str, str]:
         ) from None
 
 
+def _parse_roles(raw: Mapping[str, str]) -> dict[str, str]:
+    value = _nonempty(raw, "OPERATOR_ROLES")
+    roles: dict[str, str] = {}
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        operator, sep, role = part.strip().rpartition("=")
+        if not sep or not operator.strip() or role.strip() not in ROLES:
+            raise ConfigError(
+                f"OPERATOR_ROLES={value!r} is not valid: {part.strip()!r} is not operator=role with role one of "
+                f"{', '.join(ROLES)}"
+            )
+        roles[operator.strip().lower()] = role.strip()
+    return roles
+
+
 def _parse_schema(raw: Mapping[str, str]) -> str:
     value = _nonempty(raw, "APP_SCHEMA") or "default"
     if value in ("default", "djstripe"):
@@ -304,7 +343,8 @@ def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None
     redis = _parse_redis(raw)
     webhook_secret = _nonempty(raw, "WEBHOOK_SECRET")
     monitor_url = _parse_db_url(raw, "MONITOR_DATABASE_URL", DEFAULT_MONITOR_DATABASE_URL)
-    secrets = [key, webhook_secret]
+    alert_urls = tuple(u.strip() for u in (_nonempty(raw, "ALERT_URLS") or "").split(",") if u.strip())
+    secrets = [key, webhook_secret, *alert_urls]
     secrets += [url_password(u) for u in (*redis.values(), app_url, monitor_url)]
     return Config(
         stripe_api_key=key,
@@ -319,6 +359,10 @@ def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None
         sync_interval=_parse_int(raw, "SYNC_INTERVAL", 300, 1, 24 * 3600),
         probe_interval=_parse_int(raw, "PROBE_INTERVAL", 30, 1, 3600),
         retention_days=_parse_int(raw, "RETENTION_DAYS", 90, 1, 3650),
+        operator_roles=_parse_roles(raw),
+        alert_urls=alert_urls,
+        alerts_per_hour=_parse_int(raw, "ALERTS_PER_HOUR", 30, 1, 10_000),
+        metrics_port=_parse_int(raw, "METRICS_PORT", 0, 1, 65535) if _nonempty(raw, "METRICS_PORT") else None,
         secrets=tuple(s for s in secrets if s),
     )
 

@@ -275,3 +275,78 @@ class ProbeResultRow(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
     __table_args__ = (Index(None, "component", "checked_at"), Index(None, "checked_at"))
+
+
+class RepairClaim(Base):
+    """One claim per payment, arbitrated by the primary key: who is repairing it now (or last did).
+
+    A claim is taken by INSERT (first repair) or by a compare-and-set UPDATE on `token` (later repairs, a
+    stale claim of a crashed process); whoever changes the row owns the repair until it sets `state`.
+    """
+
+    __tablename__ = "repair_claims"
+    payment_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # in_progress | done | failed
+    operator: Mapped[str] = mapped_column(String(255))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RepairRecord(Base):
+    """The repair ledger: one row per attempt (done, refused, failed, planned), only ever added."""
+
+    __tablename__ = "repairs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    payment_id: Mapped[str] = mapped_column(String(255))
+    operator: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str | None] = mapped_column(String(32))
+    strategy: Mapped[str] = mapped_column(String(16))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    outcome: Mapped[str] = mapped_column(
+        String(32)
+    )  # activated | created | already_active | planned | refused | …
+    reason: Mapped[str] = mapped_column(Text)
+    stripe_state: Mapped[str | None] = mapped_column(Text)  # JSON: what Stripe said at the time
+    rows_before: Mapped[str | None] = mapped_column(Text)  # JSON
+    rows_after: Mapped[str | None] = mapped_column(Text)  # JSON
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (Index(None, "payment_id"), Index(None, "started_at"))
+
+
+class AlertSent(Base):
+    """What has been alerted, once per key (a finding's id, an outage's component and start, a recovery):
+    the insert is the claim, so a key is alerted once however many processes evaluate it."""
+
+    __tablename__ = "alerts_sent"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # finding | outage | recovery
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AlertDelivery(Base):
+    """Every alert delivery to every target, with its error when it failed."""
+
+    __tablename__ = "alert_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    keys: Mapped[str] = mapped_column(Text)  # JSON list of the alerted keys (several for a digest)
+    target: Mapped[str] = mapped_column(Text)  # the alert URL, secrets masked
+    title: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # sent | failed | capped
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (Index(None, "sent_at"),)
+
+
+class Lease(Base):
+    """Leadership among several `python -m jobs` processes: held while `expires_at` is in the future and
+    renewed by its holder; taken over by compare-and-set once it has expired."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

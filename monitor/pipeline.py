@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from monitor import lifecycle, snapshot, store
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.config import Config
+from monitor.errors import MonitorError
 from monitor.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, severity_of
 from monitor.models import now_utc
 from monitor.outages import outage_windows
@@ -135,6 +136,12 @@ def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None
     app = open_app_database(config)
     ensure_demo_history(config, engine)
     grace = timedelta(minutes=config.grace_minutes)
+    with engine.connect() as conn:
+        if not store.has_synced(conn):
+            raise MonitorError(
+                "the store holds no Stripe data yet: run `python -m monitor sync` first (reconciling an empty "
+                "snapshot would call every subscription unpaid)"
+            )
     with store.RunRecorder(engine, "reconcile") as run:
         subscriptions = app.read_subscriptions()
         webhook_log = app.read_webhook_log()

@@ -193,6 +193,11 @@ def synced_until(conn: Connection, resource: str) -> int | None:
     return conn.execute(select(SyncState.synced_until).where(SyncState.resource == resource)).scalar()
 
 
+def has_synced(conn: Connection) -> bool:
+    """True once a sync has completed at least one resource: before that, the snapshot says nothing."""
+    return conn.execute(select(SyncState.resource).limit(1)).first() is not None
+
+
 def open_windows(conn: Connection, resource: str) -> list[SyncWindow]:
     """The resource's windows not finished yet, oldest first."""
     rows = conn.execute(
