@@ -8,9 +8,11 @@ MappingError naming what is missing; an unreachable database is an AppDatabaseEr
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +149,12 @@ class AppDatabase:
             raise AppDatabaseError(f"the app database {self.shown_url} does not exist (no such file)")
         connect_args = {"timeout": 30} if self.is_sqlite else {"connect_timeout": 5}
         self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        self._write_engine: Engine | None = None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self._write_engine is not None:
+            self._write_engine.dispose()
 
     def _read(self, conn: Connection, query: str, what: str, columns: tuple[str, ...]) -> pd.DataFrame:
         try:
@@ -197,6 +205,73 @@ class AppDatabase:
                     return None
                 raise
         return _normalise(df)
+
+    # --- repair: one serialized transaction per payment (DESIGN.md "Activation repair", step 3) ---
+
+    @contextlib.contextmanager
+    def serialized(self, payment_id: str) -> Iterator[Connection]:
+        """One app-database transaction that no other repair of `payment_id` runs beside: PostgreSQL takes
+        an advisory lock on the payment for the transaction; SQLite begins it IMMEDIATE (the write lock).
+        Reads inside it see every row committed before, so check-then-write inside it is safe."""
+        if self._write_engine is None:
+            self._write_engine = make_engine(self.url)
+        try:
+            with self._write_engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(payment_id)})
+                yield conn
+        except DBAPIError as e:
+            if _is_connection_error(e):
+                raise AppDatabaseError(
+                    f"cannot connect to the app database {self.shown_url}: {_reason(e)}"
+                ) from None
+            missing = _missing_object(e)
+            raise MappingError(
+                f"APP_SCHEMA={self.mapping.name}: the repair failed on {self.shown_url}: "
+                f"{f'the app database has no {missing}' if missing else _reason(e)}"
+            ) from None
+
+    def rows_for_payment(
+        self,
+        conn: Connection,
+        *,
+        checkout_session_id=None,
+        payment_intent_id=None,
+        stripe_subscription_id=None,
+    ) -> pd.DataFrame:
+        """The app's rows strongly linked to a payment (by session, intent or Stripe subscription id),
+        through the mapping's [subscriptions] query, with bound parameters."""
+        inner = self.mapping.subscriptions_query.strip().rstrip(";")
+        query = (
+            f"SELECT * FROM ({inner}) mapped WHERE mapped.checkout_session_id = :cs "
+            "OR mapped.payment_intent_id = :pi OR mapped.stripe_subscription_id = :sub ORDER BY mapped.id"
+        )
+        params = {"cs": checkout_session_id, "pi": payment_intent_id, "sub": stripe_subscription_id}
+        result = conn.execute(text(query), params)
+        return _normalise(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
+
+    def _template(self, name: str) -> str:
+        sql = self.mapping.repair.get(name)
+        if not sql:
+            raise MappingError(f"APP_SCHEMA={self.mapping.name}: the mapping has no [repair] {name} template")
+        return sql
+
+    def time_param(self, conn: Connection, now: datetime):
+        """`now` as the app stores times: naive UTC text on SQLite, a naive UTC timestamp elsewhere."""
+        naive = now.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+        return naive.strftime("%Y-%m-%d %H:%M:%S") if conn.dialect.name == "sqlite" else naive
+
+    def activate_row(self, conn: Connection, row_id, now: datetime) -> None:
+        conn.execute(text(self._template("activate")), {"id": row_id, "now": self.time_param(conn, now)})
+
+    def create_row(self, conn: Connection, values: dict, now: datetime) -> None:
+        params = {k: values.get(k) for k in REPAIR_PARAMETERS["create"] if k != "now"}
+        conn.execute(text(self._template("create")), {**params, "now": self.time_param(conn, now)})
+
+
+def lock_key(payment_id: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a payment."""
+    return int.from_bytes(hashlib.sha256(payment_id.encode()).digest()[:8], "big", signed=True)
 
 
 def _is_connection_error(e: DBAPIError) -> bool:

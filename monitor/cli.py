@@ -108,6 +108,30 @@ def _check_summary(report) -> str:
     return "; ".join(parts) or "every component up, no open findings"
 
 
+def cmd_repair(args, cfg) -> int:
+    from monitor import repair
+
+    result = repair.activate(
+        cfg, args.payment_id, args.operator, strategy=args.strategy, dry_run=args.dry_run
+    )
+    label = {
+        "activated": "ACTIVATED",
+        "created": "CREATED",
+        "already_active": "ALREADY ACTIVE",
+        "planned": "DRY RUN",
+        "refused": "REFUSED",
+        "failed": "FAILED",
+        "in_progress": "IN PROGRESS",
+    }[result.outcome]
+    print(cfg.mask(f"{label}: {result.payment_id}: {result.reason}"))
+    if result.plan and result.plan.get("row"):
+        print(f"  {result.plan['action']}: " + cfg.mask(json.dumps(result.plan["row"], default=str)))
+    print(
+        f"  recorded in the repair ledger as #{result.ledger_id} (operator {result.operator}, role {result.role})"
+    )
+    return result.exit_status
+
+
 def cmd_emulator(args, _cfg) -> int:
     from monitor.emulator import server
 
@@ -185,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print DESIGN.md's JSON object")
     p.add_argument("--prometheus", metavar="FILE", help="also write the metrics in Prometheus' text format")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "repair", help="activate the subscription of a paid payment, once, re-checked at Stripe"
+    )
+    p.add_argument(
+        "payment_id", metavar="PAYMENT_ID", help="the Checkout Session (cs_…), invoice or PaymentIntent id"
+    )
+    p.add_argument("--operator", required=True, help="who is doing this (checked against OPERATOR_ROLES)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    p.add_argument(
+        "--strategy", choices=("db", "webhook"), default="db", help="write the row (db) or re-send the event"
+    )
+    p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("emulator", help="run the Stripe emulator in the foreground")
     p.add_argument("--port", type=int, default=12111)
