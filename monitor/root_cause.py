@@ -24,6 +24,7 @@ import pandas as pd
 
 from monitor.findings import Finding
 from monitor.outages import Outage, format_window, to_utc
+from monitor.timefmt import quote
 from monitor.webhook_health import delivery_state, latest_log_entries, prepare_events, py
 
 EXPLAINED_KINDS: tuple[str, ...] = (
@@ -139,7 +140,7 @@ def _app_log(log: pd.DataFrame, event_id: str) -> str:
     if row["ok"]:
         return f"app log: {status}"
     error = py(row["error"])
-    return f'app log: {status} "{error}"' if error else f"app log: {status} (no error text)"
+    return f"app log: {status} {quote(error)}" if error else f"app log: {status} (no error text)"
 
 
 def _outages(outages: list[Outage], created: datetime | None, *, now: datetime) -> list[str]:

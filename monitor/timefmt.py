@@ -1,4 +1,4 @@
-"""Durations the way an operator reads them, one way everywhere (hints, probe details, the dashboard)."""
+"""Text for people, one way everywhere (hints, probe details, alerts, the dashboard): durations, quotes."""
 
 from __future__ import annotations
 
@@ -18,3 +18,11 @@ def format_duration(d: timedelta) -> str:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def quote(text: str) -> str:
+    """Someone else's words, verbatim, in typographic quotes: “Error 111 connecting to …”.
+
+    Not ASCII double quotes: a hint travels inside JSON, logs and shell scripts, where `"` comes back as
+    `\\"` and breaks naive embedding; the words themselves are kept exactly."""
+    return f"\u201c{text}\u201d"

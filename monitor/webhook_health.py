@@ -41,7 +41,7 @@ from monitor.findings import WEBHOOK_KINDS, Finding
 from monitor.money import format_money
 from monitor.outages import format_time, to_utc
 from monitor.reconcile import _joint_codes, _plain
-from monitor.timefmt import format_duration
+from monitor.timefmt import format_duration, quote
 
 REQUIRED_EVENT_TYPES: tuple[str, ...] = (
     "checkout.session.completed",
@@ -506,7 +506,7 @@ def _failed(frame: pd.DataFrame, index: PaymentIndex, *, now: datetime) -> list[
     out = []
     for e in _events_of(frame):
         when = f" at {format_time(e['received_at'], now=now)}" if e["received_at"] else ""
-        said = f': "{e["error"]}"' if e["error"] else " (no error text)"
+        said = f": {quote(e['error'])}" if e["error"] else " (no error text)"
         tries = f" ({e['attempts']} attempts logged)" if e["attempts"] > 1 else ""
         hint = f"{e['type']} {e['id']}; app log: {e['status']}{when}{said}{tries}"
         pay = index.find(e["object_id"], e["id"])

@@ -123,7 +123,7 @@ def test_the_demo_shows_every_webhook_kind_and_explains_the_incident(cli):
     )
     hint = incident["hint"]
     assert incident["event_id"] in hint
-    assert '"Error 111 connecting to localhost:6379. Connection refused."' in hint
+    assert "\u201cError 111 connecting to localhost:6379. Connection refused.\u201d" in hint
     assert re.search(r"redis:channels down \d\d:\d\d–\d\d:\d\d UTC", hint)
 
 

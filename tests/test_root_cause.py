@@ -189,7 +189,7 @@ def test_the_incident_names_the_pending_event_the_apps_error_and_the_redis_outag
     (f,) = explain([finding()], payments(), events(), app_log(FAILED), [REDIS_DOWN], now=NOW)
     assert f.hint == (
         "paid USD 149.00 on 2026-11-26 11:01 UTC (cs_dana). Why: checkout.session.completed evt_dana pending at "
-        f'1 endpoint for 2 h 3 min; app log: failed "{REDIS_ERROR}"; redis:channels down 10:58–11:20 UTC'
+        f"1 endpoint for 2 h 3 min; app log: failed “{REDIS_ERROR}”; redis:channels down 10:58–11:20 UTC"
     )
     assert f.event_id == "evt_dana"
 
@@ -250,7 +250,7 @@ def test_only_outages_overlapping_the_payments_window_are_named(outage, named):
             payments(),
             events(id="evt_other"),
             app_log(FAILED),
-            f'event evt_dana is not among Stripe\'s listed events; app log: failed "{REDIS_ERROR}"',
+            f"event evt_dana is not among Stripe's listed events; app log: failed “{REDIS_ERROR}”",
         ),
         (
             payments(),

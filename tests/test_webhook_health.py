@@ -419,7 +419,7 @@ def test_failed_hint_quotes_the_apps_error_word_for_word():
     log = [logged("a", "failed", at=timedelta(hours=2, minutes=7), error=REDIS_ERROR)]
     f = only(run([event("a")], log, payments=[payment("a")]), "webhook_failed")
     assert f.hint == (
-        f'checkout.session.completed evt_a; app log: failed at 10:58 UTC: "{REDIS_ERROR}"; '
+        f"checkout.session.completed evt_a; app log: failed at 10:58 UTC: “{REDIS_ERROR}”; "
         "payment cs_a: USD 149.00, a@example.com"
     )
     assert (f.severity, f.payment_id, f.event_id) == ("critical", "cs_a", "evt_a")
@@ -428,7 +428,7 @@ def test_failed_hint_quotes_the_apps_error_word_for_word():
 def test_failed_hint_counts_the_attempts():
     log = [logged("a", "failed", at=3 * HOUR, error="one"), logged("a", "failed", at=2 * HOUR, error="two")]
     f = only(run([event("a")], log), "webhook_failed")
-    assert f.hint.endswith('failed at 11:05 UTC: "two" (2 attempts logged)')
+    assert f.hint.endswith("failed at 11:05 UTC: “two” (2 attempts logged)")
 
 
 def test_missing_hint_names_where_stripe_delivers_and_the_expected_url():
