@@ -250,6 +250,33 @@ class AppDatabase:
         result = conn.execute(text(query), params)
         return _normalise(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
 
+    def find_rows(self, **criteria) -> pd.DataFrame:
+        """The app's rows where any canonical column equals its value (e-mail case-insensitively), e.g.
+        find_rows(email="a@example.com", customer_id="cus_1"); values are bound, never formatted in."""
+        allowed = set(SUBSCRIPTION_COLUMNS) - {"amount", "created_at", "activated_at", "current_period_end"}
+        unknown = set(criteria) - allowed
+        if unknown:
+            raise ValueError(f"cannot search the app's rows by {', '.join(sorted(unknown))}")
+        wanted = {k: v for k, v in criteria.items() if v not in (None, "")}
+        if not wanted:
+            return _normalise(pd.DataFrame(columns=list(SUBSCRIPTION_COLUMNS)))
+        inner = self.mapping.subscriptions_query.strip().rstrip(";")
+        where = " OR ".join(
+            "LOWER(mapped.email) = LOWER(:email)" if k == "email" else f"CAST(mapped.{k} AS TEXT) = :{k}"
+            for k in wanted
+        )
+        params = {k: str(v) for k, v in wanted.items()}
+        with self._connect() as conn:
+            try:
+                result = conn.execute(
+                    text(f"SELECT * FROM ({inner}) mapped WHERE {where} ORDER BY mapped.id"), params
+                )
+            except DBAPIError as e:
+                raise AppDatabaseError(
+                    f"cannot read the app database {self.shown_url}: {_reason(e)}"
+                ) from None
+            return _normalise(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
+
     def _template(self, name: str) -> str:
         sql = self.mapping.repair.get(name)
         if not sql:

@@ -111,5 +111,6 @@ class Lease:
         self.expires_at = None
         t = LeaseRow.__table__
         with self.engine.begin() as conn:
-            return conn.execute(delete(t).where(t.c.name == self.name, t.c.holder == self.holder)).rowcount == 1
-
+            return (
+                conn.execute(delete(t).where(t.c.name == self.name, t.c.holder == self.holder)).rowcount == 1
+            )

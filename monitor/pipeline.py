@@ -178,7 +178,8 @@ def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None
                 conn, findings, kinds=PAYMENT_KINDS + WEBHOOK_KINDS, now=now
             )
             current = lifecycle.current_findings(conn)
-        run.counts["payments"] = result.summary["payments"]
+        # The summary of every run is kept, so parity can be charted over time.
+        run.counts.update({k: result.summary[k] for k in ("payments", "matched", "parity_pct", "amount_at_risk")})
     summary = dict(result.summary)
     summary["open_by_kind"] = open_by_kind(current)
     return Report(generated_at=now, summary=summary, findings=current)

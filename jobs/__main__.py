@@ -1,0 +1,5 @@
+import sys
+
+from jobs.process import main
+
+sys.exit(main())
