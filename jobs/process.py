@@ -21,6 +21,7 @@ setting, 1 when the store cannot be opened.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -208,10 +209,9 @@ class JobsProcess:
             log.info("%s", message)
 
     def _modify(self, job_id: str, **changes) -> None:
-        try:
+        # Shutting down, the scheduler has let go of its jobs: nothing to start or pause any more.
+        with contextlib.suppress(JobLookupError, SchedulerNotRunningError):
             self.scheduler.modify_job(job_id, **changes)
-        except (JobLookupError, SchedulerNotRunningError):
-            pass  # shutting down: the scheduler has let go of its jobs
 
     # --- running jobs ---------------------------------------------------------------------------
 
@@ -302,10 +302,9 @@ class JobsProcess:
         threading.Thread(target=self._shutdown_scheduler, name="stop", daemon=True).start()
 
     def _shutdown_scheduler(self) -> None:
-        try:
+        # Not started yet: `run` sees the flag, or the first lease tick does.
+        with contextlib.suppress(SchedulerNotRunningError):
             self.scheduler.shutdown(wait=False)
-        except SchedulerNotRunningError:
-            pass  # not started yet: `run` sees the flag, or the first lease tick does
 
     def _finish(self) -> int:
         deadline = time.monotonic() + self.stop_grace_s
@@ -326,10 +325,10 @@ class JobsProcess:
                 self._cond.wait(0.1)
             if self.leading and time.monotonic() >= renew_at:
                 renew_at = time.monotonic() + self.renew_s
-                try:  # keep the lease while the last run finishes, so no standby overlaps it
+                # Keep the lease while the last run finishes, so no standby overlaps it; if that fails
+                # the run is abandoned below when the grace time is up.
+                with contextlib.suppress(Exception):
                     self.lease.acquire()
-                except Exception:  # noqa: BLE001 - the run is abandoned below if it does not finish
-                    pass
         if not running:
             if self.leading:
                 try:
@@ -392,8 +391,11 @@ def setup_logging(verbose: bool) -> _Masking:
     handler.addFilter(masking)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # APScheduler says what we say better (skipped and missed runs, above); its errors still show.
+    # Libraries (Alembic, the Stripe SDK) say only what is wrong; our own modules say what they do.
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for name in ("jobs", "monitor"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    # APScheduler's skipped and missed runs are said once, better, by JobsProcess; its errors still show.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     return masking
 

@@ -28,13 +28,14 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import apprise
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from monitor import lifecycle, store
-from monitor.config import Config, ConfigError
+from monitor.config import Config, ConfigError, mask_secrets
 from monitor.findings import CRITICAL, KINDS
 from monitor.models import AlertDelivery, AlertSent, FindingRow, ProbeResultRow
 from monitor.money import format_money
@@ -148,9 +149,9 @@ def due_alerts(conn: Connection, config: Config, *, now: datetime) -> list[Alert
 
     history = store.probe_history(conn, since=now - OUTAGE_LOOKBACK)
     for outage in outage_windows(history):
-        if outage.end is None and outage.status == DOWN and outage.component not in still_down:
-            if outage_key(outage.component, outage.start) not in claimed:
-                due.append(outage_alert(outage, config, now=now))
+        ongoing = outage.end is None and outage.status == DOWN and outage.component not in still_down
+        if ongoing and outage_key(outage.component, outage.start) not in claimed:
+            due.append(outage_alert(outage, config, now=now))
     return due
 
 
@@ -284,8 +285,9 @@ def claim(engine: Engine, alert: Alert, *, now: datetime) -> bool:
             dialect.insert(t)
             .values(key=alert.key, kind=alert.kind, sent_at=now)
             .on_conflict_do_nothing(index_elements=[t.c.key])
+            .returning(t.c.key)  # psycopg reports no rowcount for this INSERT
         )
-        return conn.execute(stmt).rowcount == 1
+        return conn.execute(stmt).first() is not None
 
 
 def send_due_alerts(config: Config, engine: Engine, *, now: datetime | None = None) -> dict:
@@ -371,10 +373,15 @@ def _apprise(url: str) -> apprise.Apprise | None:
 
 
 def target_name(url: str, config: Config) -> str:
-    """The target as it may be shown: apprise's privacy form (tokens and passwords elided), no query."""
+    """The target as it may be shown: the scheme and host of apprise's privacy form (passwords elided),
+    without path or query, where tokens of webhook URLs live: `json://alerts.example.com/…`."""
     a = _apprise(url)
-    shown = a[0].url(privacy=True).split("?")[0] if a is not None else url.split("://")[0] + "://…"
-    return config.mask(shown)
+    if a is None:
+        return url.split("://")[0] + "://…"
+    parts = urlsplit(a[0].url(privacy=True))
+    shown = f"{parts.scheme}://{parts.netloc}" + ("/…" if parts.path.strip("/") else "")
+    # The whole URL is a secret (Config.mask would hide it entirely); the parts shown here are not.
+    return mask_secrets(shown, tuple(s for s in config.secrets if s not in config.alert_urls))
 
 
 def check_targets(config: Config) -> None:
@@ -425,8 +432,8 @@ def _error_text(result) -> str:
     for entry in result.logs():
         level = str(entry.level).upper()
         text = " ".join(str(entry.message).split())
-        if level in ("WARNING", "ERROR", "CRITICAL") or "Exception" in text:
-            if text not in lines:
-                lines.append(text)
+        wanted = level in ("WARNING", "ERROR", "CRITICAL") or "Exception" in text
+        if wanted and text not in lines:
+            lines.append(text)
     status = getattr(getattr(result, "status", None), "name", "FAILURE")
     return "; ".join(lines)[:2000] or f"apprise reported {status} without a reason"

@@ -97,6 +97,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "METRICS_PORT", "port where `python -m jobs` serves Prometheus metrics on 127.0.0.1", "unset: off"
     ),
+    Setting(
+        "STRIPE_RATE_LIMIT",
+        "requests/s the sync may send to Stripe, across all its threads (Stripe allows 25 in test mode, 100 live)",
+        "`20` for test keys, `80` for live keys",
+    ),
 )
 ROLES = ("viewer", "finance", "support", "admin")
 
@@ -126,6 +131,7 @@ class Config:
     alert_urls: tuple[str, ...] = ()
     alerts_per_hour: int = 30
     metrics_port: int | None = None
+    stripe_rate_limit: int | None = None  # None in demo mode: the in-process emulator needs no limit
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -362,6 +368,11 @@ def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None
         operator_roles=_parse_roles(raw),
         alert_urls=alert_urls,
         alerts_per_hour=_parse_int(raw, "ALERTS_PER_HOUR", 30, 1, 10_000),
+        stripe_rate_limit=_parse_int(
+            raw, "STRIPE_RATE_LIMIT", 80 if key and "_live_" in key else 20, 1, 10_000
+        )
+        if key or _nonempty(raw, "STRIPE_RATE_LIMIT")
+        else None,
         metrics_port=_parse_int(raw, "METRICS_PORT", 0, 1, 65535) if _nonempty(raw, "METRICS_PORT") else None,
         secrets=tuple(s for s in secrets if s),
     )

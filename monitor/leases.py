@@ -79,11 +79,14 @@ class Lease:
             ).rowcount
             if changed != 1:
                 dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                changed = conn.execute(
+                # RETURNING says whether the row went in (psycopg reports no rowcount for this INSERT).
+                inserted = conn.execute(
                     dialect.insert(t)
                     .values(name=self.name, holder=self.holder, acquired_at=now, expires_at=until)
                     .on_conflict_do_nothing(index_elements=[t.c.name])
-                ).rowcount
+                    .returning(t.c.name)
+                ).first()
+                changed = 1 if inserted is not None else 0
         if changed == 1:
             self._valid_until = started + self.duration.total_seconds()
             self.expires_at = until

@@ -25,6 +25,7 @@ from monitor.errors import MonitorError
 from monitor.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, severity_of
 from monitor.models import now_utc
 from monitor.outages import outage_windows
+from monitor.ratelimit import RateLimiter
 from monitor.reconcile import reconcile
 from monitor.root_cause import explain
 from monitor.stripe_source import StripeSource
@@ -68,7 +69,8 @@ def demo_emulator(config: Config) -> Iterator[tuple[str, str]]:
 def stripe_source(config: Config) -> Iterator[StripeSource]:
     """The Stripe account of `config`, or in demo mode the demo scenario served by an in-process emulator."""
     if not config.demo:
-        yield StripeSource(config.stripe_api_key, config.stripe_api_base)
+        limiter = RateLimiter(config.stripe_rate_limit) if config.stripe_rate_limit else None
+        yield StripeSource(config.stripe_api_key, config.stripe_api_base, limiter=limiter)
         return
     with demo_emulator(config) as (key, base_url):
         yield StripeSource(key, base_url)
@@ -179,7 +181,9 @@ def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None
             )
             current = lifecycle.current_findings(conn)
         # The summary of every run is kept, so parity can be charted over time.
-        run.counts.update({k: result.summary[k] for k in ("payments", "matched", "parity_pct", "amount_at_risk")})
+        run.counts.update(
+            {k: result.summary[k] for k in ("payments", "matched", "parity_pct", "amount_at_risk")}
+        )
     summary = dict(result.summary)
     summary["open_by_kind"] = open_by_kind(current)
     return Report(generated_at=now, summary=summary, findings=current)

@@ -110,6 +110,7 @@ def activate(
     if strategy == "webhook" and not (config.expected_webhook_url and config.webhook_secret):
         raise BadInput("the webhook strategy needs EXPECTED_WEBHOOK_URL and WEBHOOK_SECRET")
 
+    own_engine, own_app = engine is None, app is None  # what is opened here is disposed here
     engine = engine or store.open_store(config.monitor_database_url)
     role = role_of(config, operator)
     result = RepairResult(payment_id, operator, role, strategy, dry_run, "refused", "")
@@ -139,7 +140,14 @@ def activate(
         result.outcome, result.reason = "in_progress", str(e)
     except MonitorError as e:
         result.outcome, result.reason = "failed", config.mask(str(e))
-    result.ledger_id = _record(engine, result, started)
+    finally:
+        if own_app and app is not None:
+            app.dispose()
+    try:
+        result.ledger_id = _record(engine, result, started)
+    finally:
+        if own_engine:
+            engine.dispose()
     return result
 
 

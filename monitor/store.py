@@ -164,6 +164,11 @@ def replace_objects(conn: Connection, kind: str, objects: list[dict], snapshot_a
     save_objects(conn, objects, snapshot_at)
 
 
+def has_pending_events(conn: Connection) -> bool:
+    t = table_for("event").__table__
+    return conn.execute(select(t.c.id).where(t.c.pending_webhooks > 0).limit(1)).first() is not None
+
+
 def mark_delivered(conn: Connection, still_pending: set[str], snapshot_at: int) -> int:
     """Events stored as pending that Stripe no longer lists as undelivered have been delivered since:
     set their `pending_webhooks` to 0. Returns how many."""
@@ -222,26 +227,39 @@ def add_window(conn: Connection, resource: str, start: int, end: int) -> None:
 
 
 def advance_window(
-    conn: Connection, resource: str, start: int, end: int, last_id: str | None, count: int, done: bool
+    conn: Connection,
+    resource: str,
+    start: int,
+    end: int,
+    last_id: str | None,
+    count: int,
+    done: bool,
+    *,
+    split_at: int | None = None,
 ) -> None:
-    """Record one saved page of a window: call it in the page's own transaction."""
+    """Record one saved page of a window: call it in the page's own transaction.
+
+    With `split_at` (start < split_at), the window hands its older part [start, split_at) to a new window
+    that another worker can fetch, and continues as [split_at, end) after `last_id`: every object not yet
+    seen is then in exactly one of the two."""
     w = SyncWindow.__table__.c
+    values = dict(
+        starting_after=last_id, done=done, pages=w.pages + 1, objects=w.objects + count, updated_at=now_utc()
+    )
+    if split_at is not None:
+        values["window_start"] = split_at
     conn.execute(
         update(SyncWindow)
         .where(w.resource == resource, w.window_start == start, w.window_end == end)
-        .values(
-            starting_after=last_id,
-            done=done,
-            pages=w.pages + 1,
-            objects=w.objects + count,
-            updated_at=now_utc(),
-        )
+        .values(**values)
     )
+    if split_at is not None:
+        add_window(conn, resource, start, split_at)
     if done:
-        _settle_cursor(conn, resource)
+        settle_cursor(conn, resource)
 
 
-def _settle_cursor(conn: Connection, resource: str) -> None:
+def settle_cursor(conn: Connection, resource: str) -> None:
     """When no window of the resource is open, move its cursor to the end of the newest one."""
     w = SyncWindow.__table__.c
     if conn.execute(select(func.count()).where(w.resource == resource, w.done.is_(False))).scalar_one():

@@ -17,6 +17,7 @@ import stripe
 
 from monitor.config import mask_value
 from monitor.errors import StripeAuthError, StripeRequestError, StripeUnavailable
+from monitor.ratelimit import RateLimiter
 
 # The API version every request asks for; objects are parsed for this shape (monitor/stripe_rows.py).
 API_VERSION = "2026-10-28.endive"
@@ -78,25 +79,36 @@ class StripeSource:
         max_network_retries: int = MAX_NETWORK_RETRIES,
         timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
         sleep: Callable[[float], None] = time.sleep,
+        limiter: RateLimiter | None = None,
     ):
         self.api_base = api_base.rstrip("/")
         self._key_shown = mask_value(api_key)
         self._http_client = stripe.RequestsClient(timeout=timeout)
+        # The SDK retries nothing itself: every attempt, retries included, goes through `get` and so
+        # through the rate limiter.
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": self.api_base},
             stripe_version=API_VERSION,
-            max_network_retries=max_network_retries,
+            max_network_retries=0,
             http_client=self._http_client,
         )
+        self._network_retries = max_network_retries
         self._sleep = sleep
+        self._limiter = limiter
         self._lock = threading.Lock()
         self.requests = 0
         self.rate_limited = 0
 
     def get(self, path: str, **params) -> dict:
-        """GET `path` with `params` (Stripe's nested form: {"created": {"gte": 1}}); the parsed JSON."""
-        for attempt in range(RATE_LIMIT_RETRIES + 1):
+        """GET `path` with `params` (Stripe's nested form: {"created": {"gte": 1}}); the parsed JSON.
+
+        429 is retried up to RATE_LIMIT_RETRIES times, network errors and 5xx up to max_network_retries
+        times, each after an exponential backoff with jitter."""
+        network_failures = 0
+        for attempt in range(RATE_LIMIT_RETRIES + self._network_retries + 1):
+            if self._limiter is not None:
+                self._limiter.acquire()
             with self._lock:
                 self.requests += 1
             try:
@@ -104,15 +116,19 @@ class StripeSource:
             except stripe.RateLimitError as e:
                 with self._lock:
                     self.rate_limited += 1
-                if attempt == RATE_LIMIT_RETRIES:
+                if attempt - network_failures >= RATE_LIMIT_RETRIES:
                     raise StripeUnavailable(
                         f"Stripe kept answering 429 (rate limited) for GET {path} after "
                         f"{RATE_LIMIT_RETRIES} retries: {_message(e)}"
                     ) from None
-                self._sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2))
+            except (stripe.APIConnectionError, stripe.APIError) as e:
+                network_failures += 1
+                if network_failures > self._network_retries:
+                    raise self._translate(e, path) from None
             except stripe.StripeError as e:
                 raise self._translate(e, path) from None
-        raise AssertionError("unreachable")
+            self._sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2))
+        raise StripeUnavailable(f"GET {path} failed after {attempt + 1} attempts")
 
     def list_page(self, resource: Resource, *, created_gte: int, created_lt: int, starting_after: str | None):
         """One page (up to 100, newest first) of `resource` created in [created_gte, created_lt)."""

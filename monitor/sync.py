@@ -11,6 +11,8 @@ sync, whose `data.object` snapshots are upserted too (monitor.store.save_objects
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from monitor.models import SyncState, SyncWindow
 from monitor.stripe_source import ENDPOINTS, RESOURCES, UNDELIVERED_EVENTS, Resource, StripeSource
 
 OVERLAP_S = 300
+# Enough requests in flight to fill Stripe's live rate (100/s) at ~150 ms a request.
+DEFAULT_WORKERS = 16
 
 # progress(resource name, objects fetched so far in this run, pages so far)
 Progress = Callable[[str, int, int], None]
@@ -55,44 +59,123 @@ def plan_windows(engine: Engine, resource: Resource, now: int, *, full: bool = F
     return windows
 
 
-def fetch_window(
-    engine: Engine,
-    source: StripeSource,
-    resource: Resource,
-    window,
-    *,
-    on_page: Callable[[int], None] | None = None,
-) -> int:
-    """Fetch one window to its end, newest first, saving each page with the cursor. Returns objects saved."""
-    starting_after = window.starting_after
-    saved = 0
-    while True:
-        page = source.list_page(
-            resource,
-            created_gte=window.window_start,
-            created_lt=window.window_end,
-            starting_after=starting_after,
-        )
-        data = page.get("data") or []
-        done = not page.get("has_more") or not data
-        last_id = data[-1]["id"] if data else starting_after
-        with engine.begin() as conn:
-            store.save_objects(conn, data, snapshot_at=int(time.time()))
-            store.advance_window(
-                conn, resource.name, window.window_start, window.window_end, last_id, len(data), done
+@dataclass
+class _Task:
+    resource: Resource
+    start: int
+    end: int
+    starting_after: str | None
+
+
+class _Backfill:
+    """Windows of every resource fetched by a pool of threads, all through the source's rate limiter.
+
+    A window that turns out to hold more than a page hands its older part to an idle worker (it splits at
+    a point about SPLIT_PAGES pages further back, judged from the page's own span of `created`), so a long
+    history is soon fetched by every worker at once, while a run with little new costs one request per
+    resource."""
+
+    SPLIT_PAGES = 4
+
+    def __init__(
+        self, engine: Engine, source: StripeSource, workers: int, on_page: Callable[[str, int], None]
+    ):
+        self.engine, self.source, self.workers, self.on_page = engine, source, workers, on_page
+        self.tasks: queue.Queue[_Task | None] = queue.Queue()
+        self.idle = workers
+        self.lock = threading.Lock()
+        self.pending = 0  # tasks queued or being fetched
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def add(self, task: _Task) -> None:
+        with self.lock:
+            self.pending += 1
+        self.tasks.put(task)
+
+    def run(self) -> None:
+        if self.pending == 0:
+            return
+        threads = [
+            threading.Thread(target=self._work, daemon=True, name=f"sync-{i}") for i in range(self.workers)
+        ]
+        for t in threads:
+            t.start()
+        self.done.wait()
+        for _ in threads:
+            self.tasks.put(None)
+        for t in threads:
+            t.join()
+        if self.error is not None:
+            raise self.error
+
+    def _work(self) -> None:
+        while True:
+            task = self.tasks.get()
+            if task is None:
+                return
+            with self.lock:
+                self.idle -= 1
+            try:
+                if self.error is None:
+                    self._fetch(task)
+            except BaseException as e:  # noqa: BLE001 - handed to run(), which raises it
+                with self.lock:
+                    self.error = self.error or e
+                self.done.set()
+            finally:
+                with self.lock:
+                    self.idle += 1
+                    self.pending -= 1
+                    if self.pending == 0:
+                        self.done.set()
+
+    def _fetch(self, task: _Task) -> None:
+        """Fetch a window page by page, newest first, saving each page with the window's cursor."""
+        while self.error is None:
+            page = self.source.list_page(
+                task.resource, created_gte=task.start, created_lt=task.end, starting_after=task.starting_after
             )
-        saved += len(data)
-        if on_page:
-            on_page(len(data))
-        if done:
-            return saved
-        starting_after = last_id
+            data = page.get("data") or []
+            done = not page.get("has_more") or not data
+            last_id = data[-1]["id"] if data else task.starting_after
+            split_at = None if done else self._split_point(task, data)
+            with self.engine.begin() as conn:
+                store.save_objects(conn, data, snapshot_at=int(time.time()))
+                store.advance_window(
+                    conn,
+                    task.resource.name,
+                    task.start,
+                    task.end,
+                    last_id,
+                    len(data),
+                    done,
+                    split_at=split_at,
+                )
+            self.on_page(task.resource.name, len(data))
+            if done:
+                return
+            if split_at is not None:
+                self.add(_Task(task.resource, task.start, split_at, None))
+                task.start = split_at
+            task.starting_after = last_id
+
+    def _split_point(self, task: _Task, data: list[dict]) -> int | None:
+        with self.lock:
+            if self.idle == 0 or self.tasks.qsize() >= self.idle:
+                return None
+        newest, oldest = data[0].get("created") or 0, data[-1].get("created") or 0
+        point = oldest - max(1, newest - oldest) * self.SPLIT_PAGES
+        return point if task.start < point < oldest else None
 
 
 def refresh_undelivered(engine: Engine, source: StripeSource) -> int:
     """Bring the delivery state of stored events up to date: events Stripe still lists as undelivered
     are saved afresh, and stored pending events it no longer lists are marked delivered. Incremental
     windows alone would keep an event pending forever once it was synced while pending."""
+    with engine.connect() as conn:
+        if not store.has_pending_events(conn):
+            return 0  # nothing stored is pending; new pending events come with the incremental list
     undelivered = source.list_all(UNDELIVERED_EVENTS)
     snapshot_at = int(time.time())
     with engine.begin() as conn:
@@ -108,26 +191,32 @@ def sync(
     full: bool = False,
     now: int | None = None,
     progress: Progress | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> SyncResult:
-    """Bring the store up to date with Stripe. Raises monitor.errors.StripeError on failure; what was saved
-    before the failure stays saved, and the next run resumes from it."""
+    """Bring the store up to date with Stripe, every resource's windows fetched by `workers` threads.
+    Raises monitor.errors.StripeError on failure; what was saved before the failure stays saved, and the
+    next run resumes from it."""
     started = time.monotonic()
     now = int(time.time()) if now is None else now
     requests_before = source.requests
-    result = SyncResult()
-    for resource in RESOURCES:
-        count = 0
+    result = SyncResult(objects={r.name: 0 for r in RESOURCES})
+    counted = threading.Lock()
 
-        def on_page(n: int, name: str = resource.name) -> None:
-            nonlocal count
-            count += n
+    def on_page(name: str, n: int) -> None:
+        with counted:
+            result.objects[name] += n
             result.pages += 1
             if progress:
-                progress(name, count, result.pages)
+                progress(name, result.objects[name], result.pages)
 
+    backfill = _Backfill(engine, source, workers, on_page)
+    for resource in RESOURCES:
         for window in plan_windows(engine, resource, now, full=full):
-            fetch_window(engine, source, resource, window, on_page=on_page)
-        result.objects[resource.name] = count
+            backfill.add(_Task(resource, window.window_start, window.window_end, window.starting_after))
+    backfill.run()
+    with engine.begin() as conn:  # two windows finishing at once may each have seen the other open
+        for resource in RESOURCES:
+            store.settle_cursor(conn, resource.name)
 
     endpoints = source.list_all(ENDPOINTS)
     with engine.begin() as conn:

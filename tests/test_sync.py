@@ -81,7 +81,7 @@ def test_it_pages_through_every_object_of_every_resource(engine, reference):
     with server.start(account().objects, api_key=KEY) as running:
         result = sync(engine, source(running), now=NOW)
     assert result.objects["checkout_sessions"] == 433
-    assert result.pages == 5 + len(RESOURCES) - 1  # 433 sessions take 5 pages, the rest 1 each
+    assert result.pages >= 5 + len(RESOURCES) - 1  # 433 sessions take 5 pages or more (split windows)
     assert len(reference["checkout.session"]) == 433
     assert len(reference["event"]) == 3
     assert len(reference["webhook_endpoint"]) == 1
@@ -177,7 +177,8 @@ def test_an_incremental_run_fetches_only_what_is_new(engine):
         sync(engine, source(running), now=NOW)
         running.emulator.reset_stats()
         result = sync(engine, source(running), now=NOW + 600)
-        assert running.emulator.stats()["requests"] == len(RESOURCES) + 2  # + endpoints, + undelivered events
+        # one request per resource plus the endpoints; no event is stored pending, so no undelivered list
+        assert running.emulator.stats()["requests"] == len(RESOURCES) + 1
         assert result.objects["checkout_sessions"] == 0
 
         newer = many_sessions(NOW + 10_000, 150, start=5000)
@@ -239,3 +240,36 @@ def test_an_event_delivered_since_the_last_sync_is_no_longer_pending(engine):
         sync(engine, source(running), now=NOW + 3600)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pending_webhooks FROM stripe_events")).scalar() == 0
+
+
+def test_a_concurrent_backfill_stores_exactly_what_a_sequential_one_stores(tmp_path):
+    a = Account(NOW)
+    for i in range(20):
+        a.checkout_payment(f"p{i}@example.com", age_s=86400 * (i + 1))
+    a.objects += many_sessions(NOW - 3600, 2500)
+    dumps = []
+    for workers in (1, 16):
+        engine = store.open_store(f"sqlite:///{tmp_path / f'w{workers}.db'}")
+        with server.start(a.objects, api_key=KEY) as running:
+            result = sync(engine, source(running), now=NOW, workers=workers)
+        assert result.objects["checkout_sessions"] == 2520
+        dumps.append(dump(engine))
+        engine.dispose()
+    assert dumps[0] == dumps[1]
+
+
+def test_a_429_storm_ends_and_the_store_is_complete(engine, reference):
+    # The emulator allows 5 requests/s and this source has no limiter of its own: most requests are
+    # answered 429 at first, and the backoff must carry the sync through to the same store.
+    with server.start(account().objects, api_key=KEY, rate_limit=5) as running:
+        sync(engine, StripeSource(KEY, running.base_url), now=NOW, workers=8)
+        assert running.emulator.stats()["rate_limited"] > 0
+    assert dump(engine) == reference
+
+
+def test_the_sync_never_exceeds_its_rate_limit(engine):
+    from monitor.ratelimit import RateLimiter
+
+    with server.start(account().objects, api_key=KEY, rate_limit=10) as running:
+        sync(engine, StripeSource(KEY, running.base_url, limiter=RateLimiter(10)), now=NOW, workers=16)
+        assert running.emulator.stats()["rate_limited"] == 0
