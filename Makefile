@@ -45,8 +45,7 @@ system:
 	@bash scripts/system-deps.sh
 
 run: venv
-	$(PY) -m monitor sync
-	$(PY) -m monitor reconcile
+	$(PY) scripts/run.py
 
 test: dev system
 	$(PY) -m pytest

@@ -1,5 +1,5 @@
 import sys
 
-from jobs.process import main
+from jobs.main import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
-"""`python -m jobs`: the scheduler process.
+"""The scheduler process: one APScheduler 3.x BlockingScheduler (DESIGN.md: exactly one scheduler
+process, never inside Streamlit) and the lease that lets several such processes share one store.
 
-One APScheduler 3.x BlockingScheduler (DESIGN.md: exactly one scheduler process, never inside Streamlit).
 Its jobs are thin wrappers around monitor.scheduled's functions, which record their own job_runs rows:
 - jobs:sync      sync + reconcile + alerts, every SYNC_INTERVAL seconds;
 - jobs:probes    probes + alerts, every PROBE_INTERVAL seconds;
@@ -10,27 +10,23 @@ Each runs at most once at a time, missed runs are coalesced, and a run may start
 
 High availability: every jobs process on one store tries to take or renew the store's lease every few
 seconds (monitor.leases); only the holder runs jobs, the others stand by. The holder gives the lease up on
-a clean stop, and stops running jobs as soon as it cannot renew it.
+a clean stop, and stops starting jobs as soon as it cannot renew it.
 
-SIGTERM or SIGINT stops the process: no new run starts, a running one gets a few seconds to finish (and
-the lease stays renewed meanwhile); one that does not is abandoned, which loses nothing, since every store
-write is its own transaction and a sync resumes from its saved cursors. Exit status 0; 2 for a bad
-setting, 1 when the store cannot be opened.
+Stopping (`stop`, from SIGTERM or SIGINT): no new run starts, a running one gets a few seconds to finish
+(the lease stays renewed meanwhile); one that does not is abandoned, which loses nothing, since every store
+write is its own transaction and a sync resumes from its saved cursors.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import secrets
-import signal
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,11 +38,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import update
 
 from monitor import alerts, scheduled, store
-from monitor import config as config_module
 from monitor.config import Config, mask_url, mask_value
 from monitor.errors import MonitorError
 from monitor.leases import Lease
-from monitor.models import JobRun
+from monitor.models import JobRun, now_utc
 
 log = logging.getLogger("jobs")
 DAY_S = 24 * 3600
@@ -107,6 +102,7 @@ class JobsProcess:
         self.renew_s, self.stop_grace_s = renew_s, stop_grace_s
         self.specs = job_specs(config)
         self.leading = False
+        self._tenure_start = now_utc()
         self.latest_check = None
         self.last_ok: dict[str, float] = {}
         self._failing: set[str] = set()
@@ -166,6 +162,7 @@ class JobsProcess:
 
     def _lead(self) -> None:
         self.leading = True
+        self._tenure_start = now_utc()  # the runs this process starts from now on are its own
         self._standby_said = None
         log.info(
             "leading: this process (%s) runs the jobs; lease until %s, renewed every %g s",
@@ -352,7 +349,12 @@ class JobsProcess:
             with self.engine.begin() as conn:
                 conn.execute(
                     update(JobRun)
-                    .where(JobRun.job.in_(running), JobRun.outcome == "running")
+                    .where(
+                        JobRun.job.in_(running),
+                        JobRun.outcome == "running",
+                        # ours only: a dead leader's unfinished run stays as it left it
+                        JobRun.started_at >= self._tenure_start,
+                    )
                     .values(
                         outcome="failed",
                         finished_at=datetime.now(UTC),
@@ -369,81 +371,3 @@ class JobsProcess:
         )
         logging.shutdown()
         os._exit(0)  # the pool's worker threads would otherwise keep the interpreter alive
-
-
-class _Masking(logging.Filter):
-    """No secret in the log, whoever logs it (our lines, APScheduler's, a library's)."""
-
-    def __init__(self, config: Config | None):
-        super().__init__()
-        self.config = config
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.config is not None:
-            record.msg, record.args = self.config.mask(record.getMessage()), None
-        return True
-
-
-def setup_logging(verbose: bool) -> _Masking:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    masking = _Masking(None)
-    handler.addFilter(masking)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    # Libraries (Alembic, the Stripe SDK) say only what is wrong; our own modules say what they do.
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    for name in ("jobs", "monitor"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
-    # APScheduler's skipped and missed runs are said once, better, by JobsProcess; its errors still show.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    return masking
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m jobs",
-        description="The monitor's scheduler: sync + reconcile, probes, retention and alerts, on a timer. "
-        "Settings come from the environment (see README.md); several processes may share one store, and "
-        "one of them runs the jobs.",
-    )
-    p.add_argument("--lease-seconds", type=float, default=LEASE_S, help="how long a lease lasts (default 15)")
-    p.add_argument("--renew-seconds", type=float, default=RENEW_S, help="how often it is renewed (default 5)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    masking = setup_logging(args.verbose)
-    if not 0 < args.renew_seconds < args.lease_seconds:
-        print("error: --renew-seconds must be above 0 and below --lease-seconds", file=sys.stderr)
-        return 2
-    try:
-        cfg = config_module.load()
-        alerts.check_targets(cfg)
-    except config_module.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    masking.config = cfg
-    try:
-        engine = store.open_store(cfg.monitor_database_url)
-    except MonitorError as e:
-        print(f"error: {cfg.mask(str(e))}", file=sys.stderr)
-        return 1
-    process = JobsProcess(cfg, engine, lease_s=args.lease_seconds, renew_s=args.renew_seconds)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: process.stop())
-    if cfg.metrics_port is not None:
-        from jobs import exporter
-
-        try:
-            exporter.serve(cfg.metrics_port, process.metrics_state)
-            log.info("metrics: http://127.0.0.1:%d/metrics", cfg.metrics_port)
-        except OSError as e:
-            log.warning(
-                "metrics: cannot listen on 127.0.0.1:%d (%s): this process serves none",
-                cfg.metrics_port,
-                e.strerror,
-            )
-    return process.run()

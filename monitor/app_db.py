@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -213,8 +214,9 @@ class AppDatabase:
         """One app-database transaction that no other repair of `payment_id` runs beside: PostgreSQL takes
         an advisory lock on the payment for the transaction; SQLite begins it IMMEDIATE (the write lock).
         Reads inside it see every row committed before, so check-then-write inside it is safe."""
-        if self._write_engine is None:
-            self._write_engine = make_engine(self.url)
+        with _WRITE_ENGINE_LOCK:  # racing first repairs must share one engine, or dispose() misses one
+            if self._write_engine is None:
+                self._write_engine = make_engine(self.url)
         try:
             with self._write_engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -294,6 +296,9 @@ class AppDatabase:
     def create_row(self, conn: Connection, values: dict, now: datetime) -> None:
         params = {k: values.get(k) for k in REPAIR_PARAMETERS["create"] if k != "now"}
         conn.execute(text(self._template("create")), {**params, "now": self.time_param(conn, now)})
+
+
+_WRITE_ENGINE_LOCK = threading.Lock()
 
 
 def lock_key(payment_id: str) -> int:

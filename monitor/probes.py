@@ -25,7 +25,7 @@ import redis
 import requests
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from monitor.config import Config, mask_secrets, mask_url, url_password
@@ -36,7 +36,6 @@ UP, DEGRADED, DOWN, UNKNOWN = "up", "degraded", "down", "unknown"
 CONNECT_TIMEOUT_S = 1
 READ_TIMEOUT_S = 1
 DEFAULT_DEADLINE_S = 4.0
-SQLITE_HEADER = b"SQLite format 3\x00"
 USER_AGENT = "payment-parity-monitor-probe"
 
 
@@ -171,29 +170,40 @@ def _probe_sqlite(name: str, parsed) -> ProbeResult:
         # An in-memory database, or an explicit `file:` URI whose mode the URL's author chose.
         return _select_one(name, create_engine(parsed, poolclass=NullPool), ())
     path = Path(database)
-    try:
-        with path.open("rb") as f:
-            header = f.read(len(SQLITE_HEADER))
-    except FileNotFoundError:
+    # The file is never opened here, only through SQLite: closing any descriptor of a database file drops
+    # every POSIX lock that this process's SQLite connections hold on it (sqlite.org/howtocorrupt.html,
+    # section 2.2), and the jobs process probes the store and the app database it has open. SQLite reads
+    # the header itself (`PRAGMA schema_version` fails with "file is not a database").
+    if not path.exists():
         return _result(name, DOWN, f"no such file: {database}", None)
-    except OSError as e:
-        return _result(name, DOWN, f"cannot read {database}: {e.strerror or e}", None)
-    if header and header != SQLITE_HEADER:
-        return _result(name, DOWN, f"{database}: file is not a database", None)
 
     def read_only():
         import sqlite3
 
         uri = path.resolve().as_uri() + "?mode=ro"  # read-only: never creates the file
-        return sqlite3.connect(uri, uri=True, timeout=READ_TIMEOUT_S, check_same_thread=False)
+        # No busy wait: a writer's exclusive lock answers "database is locked" at once, which is an answer.
+        return sqlite3.connect(uri, uri=True, timeout=0, check_same_thread=False)
 
-    return _select_one(name, create_engine("sqlite://", creator=read_only, poolclass=NullPool), ())
+    def header(conn) -> None:
+        try:
+            conn.exec_driver_sql("PRAGMA schema_version")  # reads the header: "file is not a database"
+        except OperationalError as e:
+            if "locked" not in str(e.orig):  # locked by a writer: a database, in use
+                raise
+
+    engine = create_engine("sqlite://", creator=read_only, poolclass=NullPool)
+    result = _select_one(name, engine, (), first=header)
+    if result.status == DOWN and result.detail == "file is not a database":
+        return replace(result, detail=f"{database}: file is not a database")
+    return result
 
 
-def _select_one(name: str, engine, secrets) -> ProbeResult:
+def _select_one(name: str, engine, secrets, first: Callable | None = None) -> ProbeResult:
     clock = _Clock()
     try:
         with engine.connect() as conn:
+            if first is not None:
+                first(conn)
             value = conn.exec_driver_sql("SELECT 1").scalar()
         if value != 1:
             return _result(name, DOWN, f"SELECT 1 answered {value!r}", clock.ms, secrets)

@@ -40,6 +40,8 @@ from monitor.stripe_source import StripeSource
 ACTIVATING_ROLES = ("support", "admin")
 STRATEGIES = ("db", "webhook")
 DONE = ("activated", "created", "already_active", "planned")
+# Disputes settled with the merchant keeping the money (Stripe's dispute statuses); any other is open or lost.
+SETTLED_FOR_MERCHANT = ("won", "warning_closed")
 WEBHOOK_WAIT_S = 30.0
 _PAYMENT_ID = re.compile(r"(cs|in|pi)_[A-Za-z0-9_]{1,250}")
 
@@ -172,7 +174,7 @@ def _refuse_unless_payable(state: PaymentState) -> None:
         raise Refused(
             f"{state.payment_id} was refunded in full ({format_money(state.amount_refunded, state.currency)} of {money})"
         )
-    if state.disputes:
+    if any(d not in SETTLED_FOR_MERCHANT for d in state.disputes):
         raise Refused(
             f"{state.payment_id} is disputed ({', '.join(state.disputes)}): settle the dispute first"
         )

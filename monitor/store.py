@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+import orjson
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -176,12 +177,12 @@ def mark_delivered(conn: Connection, still_pending: set[str], snapshot_at: int) 
     pending = conn.execute(select(t.c.id, t.c.raw).where(t.c.pending_webhooks > 0)).all()
     delivered = [(i, raw) for i, raw in pending if i not in still_pending]
     for event_id, raw in delivered:
-        obj = json.loads(raw)
+        obj = orjson.loads(raw)
         obj["pending_webhooks"] = 0
         conn.execute(
             update(t)
             .where(t.c.id == event_id)
-            .values(pending_webhooks=0, raw=json.dumps(obj, separators=(",", ":")), snapshot_at=snapshot_at)
+            .values(pending_webhooks=0, raw=orjson.dumps(obj).decode(), snapshot_at=snapshot_at)
         )
     return len(delivered)
 
@@ -235,26 +236,28 @@ def advance_window(
     count: int,
     done: bool,
     *,
-    split_at: int | None = None,
+    split: list[int] | None = None,
 ) -> None:
     """Record one saved page of a window: call it in the page's own transaction.
 
-    With `split_at` (start < split_at), the window hands its older part [start, split_at) to a new window
-    that another worker can fetch, and continues as [split_at, end) after `last_id`: every object not yet
-    seen is then in exactly one of the two."""
+    With `split` (descending points p1 > p2 > … > pn, all > start), the window continues as [p1, end)
+    after `last_id` and hands its older part to new windows [p2, p1), …, [start, pn) that other workers
+    can fetch: every object not yet seen is then in exactly one window."""
     w = SyncWindow.__table__.c
     values = dict(
         starting_after=last_id, done=done, pages=w.pages + 1, objects=w.objects + count, updated_at=now_utc()
     )
-    if split_at is not None:
-        values["window_start"] = split_at
+    if split:
+        values["window_start"] = split[0]
     conn.execute(
         update(SyncWindow)
         .where(w.resource == resource, w.window_start == start, w.window_end == end)
         .values(**values)
     )
-    if split_at is not None:
-        add_window(conn, resource, start, split_at)
+    if split:
+        bounds = [*split, start]
+        for newer, older in zip(bounds, bounds[1:], strict=False):
+            add_window(conn, resource, older, newer)
     if done:
         settle_cursor(conn, resource)
 

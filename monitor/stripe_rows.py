@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 
+import orjson
+
 from monitor.models import STRIPE_TABLES
 
 # Dispute statuses that end with the money taken back from the merchant.
@@ -198,7 +200,7 @@ def row_for(obj: dict, snapshot_at: int, raw: str | None = None) -> dict:
         "created": created if isinstance(created, int) else 0,
         "livemode": bool(obj.get("livemode")),
         "snapshot_at": snapshot_at,
-        "raw": raw if raw is not None else json.dumps(obj, separators=(",", ":")),
+        "raw": raw if raw is not None else orjson.dumps(obj).decode(),
     }
     row.update(_COLUMNS[obj["object"]](obj))
     return row

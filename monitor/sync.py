@@ -11,6 +11,7 @@ sync, whose `data.object` snapshots are upserted too (monitor.store.save_objects
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -65,6 +66,7 @@ class _Task:
     start: int
     end: int
     starting_after: str | None
+    frontier: bool = False  # reaches back to the oldest time this run asks for
 
 
 class _Backfill:
@@ -75,23 +77,29 @@ class _Backfill:
     history is soon fetched by every worker at once, while a run with little new costs one request per
     resource."""
 
-    SPLIT_PAGES = 4
+    SPLIT_PAGES = 3
 
     def __init__(
         self, engine: Engine, source: StripeSource, workers: int, on_page: Callable[[str, int], None]
     ):
         self.engine, self.source, self.workers, self.on_page = engine, source, workers, on_page
-        self.tasks: queue.Queue[_Task | None] = queue.Queue()
+        # Windows reaching back to the oldest time asked for come first: fetching one is what splits the
+        # rest of the history into windows for the other workers.
+        self.tasks: queue.PriorityQueue[tuple[int, int, _Task | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self.idle = workers
         self.lock = threading.Lock()
         self.pending = 0  # tasks queued or being fetched
         self.error: BaseException | None = None
         self.done = threading.Event()
+        # Our threads queue for the store here, in order, rather than in SQLite's busy handler, which
+        # sleeps up to 100 ms between tries and so left most workers asleep instead of fetching.
+        self.write_lock = threading.Lock()
 
     def add(self, task: _Task) -> None:
         with self.lock:
             self.pending += 1
-        self.tasks.put(task)
+        self.tasks.put((0 if task.frontier else 1, next(self._order), task))
 
     def run(self) -> None:
         if self.pending == 0:
@@ -103,7 +111,7 @@ class _Backfill:
             t.start()
         self.done.wait()
         for _ in threads:
-            self.tasks.put(None)
+            self.tasks.put((2, next(self._order), None))
         for t in threads:
             t.join()
         if self.error is not None:
@@ -111,7 +119,7 @@ class _Backfill:
 
     def _work(self) -> None:
         while True:
-            task = self.tasks.get()
+            _, _, task = self.tasks.get()
             if task is None:
                 return
             with self.lock:
@@ -139,34 +147,40 @@ class _Backfill:
             data = page.get("data") or []
             done = not page.get("has_more") or not data
             last_id = data[-1]["id"] if data else task.starting_after
-            split_at = None if done else self._split_point(task, data)
-            with self.engine.begin() as conn:
+            split = None if done else self._split_points(task, data)
+            with self.write_lock, self.engine.begin() as conn:
                 store.save_objects(conn, data, snapshot_at=int(time.time()))
                 store.advance_window(
-                    conn,
-                    task.resource.name,
-                    task.start,
-                    task.end,
-                    last_id,
-                    len(data),
-                    done,
-                    split_at=split_at,
+                    conn, task.resource.name, task.start, task.end, last_id, len(data), done, split=split
                 )
             self.on_page(task.resource.name, len(data))
             if done:
                 return
-            if split_at is not None:
-                self.add(_Task(task.resource, task.start, split_at, None))
-                task.start = split_at
+            if split:
+                bounds = [*split, task.start]
+                for newer, older in zip(bounds, bounds[1:], strict=False):
+                    self.add(
+                        _Task(
+                            task.resource, older, newer, None, frontier=task.frontier and older == task.start
+                        )
+                    )
+                task.start, task.frontier = split[0], False
             task.starting_after = last_id
 
-    def _split_point(self, task: _Task, data: list[dict]) -> int | None:
+    def _split_points(self, task: _Task, data: list[dict]) -> list[int] | None:
+        """Where to cut the rest of a window so every worker has work: the page's own span of `created`
+        says how long a stretch of time holds about a page; each new window gets about SPLIT_PAGES pages,
+        the oldest one everything older (it splits again when it is fetched). None when the queue already
+        holds a window for every worker."""
         with self.lock:
-            if self.idle == 0 or self.tasks.qsize() >= self.idle:
-                return None
+            wanted = self.workers - self.tasks.qsize()
+        if wanted <= 0:
+            return None
         newest, oldest = data[0].get("created") or 0, data[-1].get("created") or 0
-        point = oldest - max(1, newest - oldest) * self.SPLIT_PAGES
-        return point if task.start < point < oldest else None
+        step = max(1, newest - oldest) * self.SPLIT_PAGES
+        points = [oldest - step * k for k in range(1, wanted + 1)]
+        points = [p for p in points if task.start < p < oldest]
+        return points or None
 
 
 def refresh_undelivered(engine: Engine, source: StripeSource) -> int:
@@ -211,8 +225,12 @@ def sync(
 
     backfill = _Backfill(engine, source, workers, on_page)
     for resource in RESOURCES:
-        for window in plan_windows(engine, resource, now, full=full):
-            backfill.add(_Task(resource, window.window_start, window.window_end, window.starting_after))
+        windows = plan_windows(engine, resource, now, full=full)
+        oldest = min((w.window_start for w in windows), default=None)
+        for w in windows:
+            backfill.add(
+                _Task(resource, w.window_start, w.window_end, w.starting_after, w.window_start == oldest)
+            )
     backfill.run()
     with engine.begin() as conn:  # two windows finishing at once may each have seen the other open
         for resource in RESOURCES:

@@ -6,7 +6,11 @@ Stripe's signature, and the command line."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import json
 import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +29,9 @@ from monitor.payment_state import PaymentState, fetch_payment_state
 from monitor.reconcile import reconcile
 from monitor.stripe_source import StripeSource
 from monitor.sync import sync
+from tests.services import free_port
 from tests.stripe_cast import Account
-from tests.webhook_receiver import insert_active_row
+from tests.webhook_receiver import WebhookReceiver, insert_active_row
 
 KEY = "sk_test_repair"
 NOW = int(time.time())
@@ -305,3 +310,403 @@ def test_a_repair_racing_the_apps_own_insert_ends_with_one_row_or_a_reported_dup
         else:  # the repair created its row first (or beside it), and the app inserted anyway
             assert outcomes[pay["cs"]] == "created"
             assert len(active) == 2 and pay["cs"] in duplicated
+
+
+# --- refusals: each recorded with its reason, none changes the app's database ---------------------------
+
+
+def refusal_case(name: str) -> tuple[Account, str, dict]:
+    """(the account, the payment id to repair, extra settings) for one refusal. Each paid-looking payment
+    has a pending row a wrongful activation would flip, and paid_and_active@ has a row that must stay."""
+    a = Account(NOW)
+    a.row(a.checkout_payment("paid_and_active@example.com"), "paid_and_active@example.com")
+    email = f"{name}@example.com"
+    options = {
+        "fully_refunded": {"refunded": 14900},
+        "open_dispute": {"dispute": "needs_response"},
+        "lost_dispute": {"dispute": "lost"},
+    }.get(name, {})
+    pay = a.checkout_payment(email, **options)
+    a.row(pay, email, status="pending", amount=9900 if name == "row_says_less" else None)
+    if name == "row_in_euros":
+        a.rows[-1]["currency"] = "eur"
+    if name == "unpaid_session":
+        session_of(a, pay)["payment_status"] = "unpaid"
+    if name == "open_session":
+        session_of(a, pay).update(status="open", payment_status="unpaid")
+    if name == "unknown_id":
+        return a, "cs_test_NoSuchSessionAtStripe", {}
+    if name == "stripe_unreachable":
+        return a, pay["cs"], {"STRIPE_API_BASE": f"http://127.0.0.1:{free_port()}"}
+    return a, pay["cs"], {}
+
+
+@pytest.mark.parametrize(
+    "case, why",
+    [
+        ("unpaid_session", "is not paid (Stripe says complete/unpaid)"),
+        ("open_session", "is not paid (Stripe says open/unpaid)"),
+        ("fully_refunded", "was refunded in full (USD 149.00 of USD 149.00)"),
+        ("open_dispute", "is disputed (needs_response)"),
+        ("lost_dispute", "is disputed (lost)"),
+        ("row_says_less", "says USD 99.00 but Stripe was paid USD 149.00"),
+        ("row_in_euros", "says EUR 149.00 but Stripe was paid USD 149.00"),
+        ("unknown_id", "unknown payment id: Stripe has no checkout_session cs_test_NoSuchSessionAtStripe"),
+        ("stripe_unreachable", "Stripe unreachable, so nothing was changed"),
+    ],
+)
+def test_a_refusal_is_recorded_with_its_reason_and_changes_nothing(stage, app_url, case, why):
+    account, payment_id, settings = refusal_case(case)
+    scene = stage(account, **settings)
+    before = subscriptions(app_url)
+    result = scene.activate(payment_id)
+    assert (result.outcome, result.exit_status) == ("refused", 1)
+    assert why in result.reason
+    assert subscriptions(app_url) == before
+    [entry] = scene.ledger(payment_id)
+    assert (entry.outcome, entry.reason, entry.operator, entry.role) == (
+        "refused",
+        result.reason,
+        SUPPORT,
+        "support",
+    )
+
+
+# --- outcomes, dry run and the ledger ------------------------------------------------------------------
+
+
+@both_databases
+def test_a_pending_row_is_activated(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_pending@example.com")
+    row_id = a.row(pay, "paid_pending@example.com", status="pending")
+    result = stage(a).activate(pay["cs"])
+    assert (result.outcome, result.exit_status) == ("activated", 0)
+    [row] = rows_of(app_url, pay)
+    assert (row["id"], row["status"]) == (row_id, "active")
+    assert row["activated_at"] is not None
+
+
+@both_databases
+def test_a_missing_row_is_created_from_what_stripe_says(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com", amount=29900)
+    result = stage(a).activate(pay["cs"])
+    assert (result.outcome, result.exit_status) == ("created", 0)
+    [row] = rows_of(app_url, pay)
+    assert {k: row[k] for k in ("customer_email", "stripe_customer_id", "stripe_checkout_session_id")} == {
+        "customer_email": "paid_never_activated@example.com",
+        "stripe_customer_id": pay["cus"],
+        "stripe_checkout_session_id": pay["cs"],
+    }
+    assert (row["stripe_payment_intent_id"], row["amount"], row["currency"]) == (pay["pi"], 29900, "usd")
+    assert row["status"] == "active" and row["activated_at"] is not None
+
+
+def test_an_active_row_is_already_active_and_nothing_is_written(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_and_active@example.com")
+    a.row(pay, "paid_and_active@example.com")
+    scene = stage(a)
+    before = subscriptions(app_url)
+    result = scene.activate(pay["cs"])
+    assert (result.outcome, result.exit_status) == ("already_active", 0)
+    assert subscriptions(app_url) == before
+
+
+def test_a_second_activation_is_already_active_and_adds_no_row(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com")
+    scene = stage(a)
+    assert scene.activate(pay["cs"]).outcome == "created"
+    after_first = subscriptions(app_url)
+    assert scene.activate(pay["cs"]).outcome == "already_active"
+    assert subscriptions(app_url) == after_first and len(after_first) == 1
+    assert [e.outcome for e in scene.ledger(pay["cs"])] == ["already_active", "created"]  # newest first
+
+
+def test_a_dry_run_returns_the_plan_changes_nothing_and_is_recorded_as_planned(stage, app_url):
+    a = Account(NOW)
+    missing = a.checkout_payment("paid_never_activated@example.com")
+    pending = a.checkout_payment("paid_pending@example.com")
+    row_id = a.row(pending, "paid_pending@example.com", status="pending")
+    scene = stage(a)
+    before = subscriptions(app_url)
+    create = scene.activate(missing["cs"], dry_run=True)
+    activate = scene.activate(pending["cs"], dry_run=True)
+    assert subscriptions(app_url) == before
+    assert (create.outcome, create.exit_status) == ("planned", 0)
+    assert create.plan == {
+        "action": "create",
+        "row": {
+            "email": "paid_never_activated@example.com",
+            "customer_id": missing["cus"],
+            "checkout_session_id": missing["cs"],
+            "payment_intent_id": missing["pi"],
+            "stripe_subscription_id": None,
+            "amount": 14900,
+            "currency": "usd",
+        },
+    }
+    assert activate.plan == {"action": "activate", "row": {"id": row_id, "status": "pending"}}
+    for pay in (missing, pending):
+        [entry] = scene.ledger(pay["cs"])
+        assert (entry.outcome, entry.dry_run) == ("planned", True)
+
+
+def test_the_ledger_row_holds_operator_role_strategy_stripe_state_and_the_rows_before_and_after(stage):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_pending@example.com")
+    row_id = a.row(pay, "paid_pending@example.com", status="pending")
+    scene = stage(a)
+    result = scene.activate(pay["cs"], operator="Admin@Example.com")
+    [entry] = scene.ledger(pay["cs"])
+    assert entry.id == result.ledger_id
+    assert (entry.operator, entry.role, entry.strategy, entry.dry_run, entry.outcome) == (
+        "Admin@Example.com",
+        "admin",
+        "db",
+        False,
+        "activated",
+    )
+    seen = json.loads(entry.stripe_state)
+    assert {
+        k: seen[k] for k in ("payment_id", "paid", "amount", "currency", "amount_refunded", "disputes")
+    } == {
+        "payment_id": pay["cs"],
+        "paid": True,
+        "amount": 14900,
+        "currency": "usd",
+        "amount_refunded": 0,
+        "disputes": [],
+    }
+    assert [(r["id"], r["status"]) for r in json.loads(entry.rows_before)] == [(row_id, "pending")]
+    assert [(r["id"], r["status"]) for r in json.loads(entry.rows_after)] == [(row_id, "active")]
+    assert entry.started_at <= entry.finished_at
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["upper_case_currency_on_the_row", "partially_refunded", "dispute_won"],
+)
+def test_a_payment_that_only_looks_odd_is_activated(stage, app_url, case):
+    a = Account(NOW)
+    email = f"{case}@example.com"
+    pay = a.checkout_payment(
+        email,
+        refunded=4900 if case == "partially_refunded" else 0,
+        dispute="won" if case == "dispute_won" else None,
+    )
+    a.row(pay, email, status="pending")
+    if case == "upper_case_currency_on_the_row":
+        a.rows[-1]["currency"] = "USD"  # "USD" and "usd" are one currency
+    result = stage(a).activate(pay["cs"])
+    assert result.outcome == "activated", result.reason
+    assert [r["status"] for r in rows_of(app_url, pay)] == ["active"]
+
+
+# --- roles ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "operator, role",
+    [("viewer@example.com", "viewer"), ("finance@example.com", "finance"), ("stranger@example.com", None)],
+)
+def test_only_support_and_admin_may_activate_and_a_refused_operator_is_recorded(
+    stage, app_url, operator, role
+):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com")
+    scene = stage(a)
+    result = scene.activate(pay["cs"], operator=operator)
+    assert result.outcome == "refused"
+    assert f"{operator} may not activate subscriptions" in result.reason
+    assert subscriptions(app_url) == []
+    [entry] = scene.ledger(pay["cs"])
+    assert (entry.operator, entry.role, entry.outcome) == (operator, role, "refused")
+
+
+@pytest.mark.parametrize("operator", ["support@example.com", "admin@example.com"])
+def test_support_and_admin_may_activate(stage, app_url, operator):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com")
+    assert stage(a).activate(pay["cs"], operator=operator).outcome == "created"
+    assert len(rows_of(app_url, pay)) == 1
+
+
+def test_without_operator_roles_nobody_may_activate_outside_demo_mode(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com")
+    result = stage(a, OPERATOR_ROLES=None).activate(pay["cs"], operator="admin@example.com")
+    assert result.outcome == "refused" and "not in OPERATOR_ROLES" in result.reason
+    assert subscriptions(app_url) == []
+
+
+# --- the webhook strategy ------------------------------------------------------------------------------
+
+
+def test_the_webhook_strategy_resends_the_signed_event_and_the_apps_row_appears(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("webhook_never_arrived@example.com")
+    with WebhookReceiver(app_url, WEBHOOK_SECRET) as hook:
+        scene = stage(a, EXPECTED_WEBHOOK_URL=hook.url, WEBHOOK_SECRET=WEBHOOK_SECRET)
+        scene.sync()
+        result = scene.activate(pay["cs"], strategy="webhook")
+    assert (result.outcome, result.strategy) == ("activated", "webhook"), result.reason
+    assert [(d.status, d.event_type) for d in hook.deliveries] == [(200, "checkout.session.completed")]
+    assert hook.deliveries[0].signature.startswith("t=") and ",v1=" in hook.deliveries[0].signature
+    [row] = rows_of(app_url, pay)
+    assert (row["status"], row["amount"], row["customer_email"]) == (
+        "active",
+        14900,
+        "webhook_never_arrived@example.com",
+    )
+    [entry] = scene.ledger(pay["cs"])
+    assert (entry.strategy, entry.outcome) == ("webhook", "activated")
+
+
+def test_an_event_signed_with_the_wrong_secret_is_rejected_and_the_repair_failed(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("webhook_never_arrived@example.com")
+    with WebhookReceiver(app_url, WEBHOOK_SECRET) as hook:
+        scene = stage(a, EXPECTED_WEBHOOK_URL=hook.url, WEBHOOK_SECRET="whsec_not_the_endpoints_secret")
+        scene.sync()
+        result = scene.activate(pay["cs"], strategy="webhook")
+    assert [d.status for d in hook.deliveries] == [400]
+    assert (result.outcome, result.exit_status) == ("failed", 1)
+    assert "answered 400" in result.reason
+    assert subscriptions(app_url) == []
+    [entry] = scene.ledger(pay["cs"])
+    assert (entry.strategy, entry.outcome) == ("webhook", "failed")
+
+
+def test_the_webhook_strategy_sends_nothing_for_an_active_row(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_and_active@example.com")
+    a.row(pay, "paid_and_active@example.com")
+    with WebhookReceiver(app_url, WEBHOOK_SECRET) as hook:
+        scene = stage(a, EXPECTED_WEBHOOK_URL=hook.url, WEBHOOK_SECRET=WEBHOOK_SECRET)
+        scene.sync()
+        result = scene.activate(pay["cs"], strategy="webhook")
+    assert result.outcome == "already_active"
+    assert hook.deliveries == []
+
+
+def test_the_webhook_strategy_without_the_event_in_the_store_fails_and_says_to_sync(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("webhook_never_arrived@example.com")
+    with WebhookReceiver(app_url, WEBHOOK_SECRET) as hook:
+        scene = stage(a, EXPECTED_WEBHOOK_URL=hook.url, WEBHOOK_SECRET=WEBHOOK_SECRET)
+        result = scene.activate(pay["cs"], strategy="webhook")
+    assert result.outcome == "failed" and "sync first" in result.reason
+    assert hook.deliveries == [] and subscriptions(app_url) == []
+
+
+# --- the command line ----------------------------------------------------------------------------------
+
+
+def test_the_repair_command_exits_0_when_done_1_when_refused_2_for_bad_input(stage, cli):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com")
+    refunded = a.checkout_payment("fully_refunded@example.com", refunded=14900)
+    scene = stage(a)
+    runs = [
+        (["repair", pay["cs"], "--operator", SUPPORT], 0, "CREATED"),
+        (["repair", pay["cs"], "--operator", SUPPORT], 0, "ALREADY ACTIVE"),
+        (["repair", refunded["cs"], "--operator", SUPPORT], 1, "REFUSED"),
+        (["repair", pay["cs"], "--operator", "viewer@example.com"], 1, "REFUSED"),
+        (["repair", "bogus", "--operator", SUPPORT], 2, "error: 'bogus' is not a Checkout Session"),
+        (["repair", pay["cs"]], 2, "the following arguments are required: --operator"),
+        (["repair", pay["cs"], "--operator", SUPPORT, "--strategy", "fax"], 2, "invalid choice"),
+    ]
+    for args, status, says in runs:
+        run = cli(args, env=scene.env)
+        assert run.returncode == status, (args, run.stdout, run.stderr)
+        assert says in run.stdout + run.stderr, (args, run.stdout, run.stderr)
+        assert "Traceback" not in run.stdout + run.stderr
+    assert len(rows_of(scene.app_url, pay)) == 1
+
+
+def demo_case(tmp_env: dict, name: str) -> dict:
+    """A case of the demo scenario, as the CLI in demo mode will serve it (creates the demo app database)."""
+    from monitor.emulator.demo import build_demo, ensure_demo_app_db
+
+    return build_demo(ensure_demo_app_db(tmp_env["APP_DATABASE_URL"])).cases[name]
+
+
+def test_in_demo_mode_any_operator_is_admin(cli, tmp_env):
+    incident = demo_case(tmp_env, "incident")
+    run = cli(["repair", incident["payment_id"], "--operator", "anyone@example.org", "--dry-run"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "DRY RUN" in run.stdout and "role admin" in run.stdout
+
+
+def test_in_demo_mode_the_refunded_payment_is_refused_with_status_1_and_a_ledger_row(cli, tmp_env):
+    refunded = demo_case(tmp_env, "refunded_active")
+    run = cli(["repair", refunded["payment_id"], "--operator", SUPPORT])
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "REFUSED" in run.stdout and "refunded in full" in run.stdout
+    engine = store.open_store(tmp_env["MONITOR_DATABASE_URL"])
+    try:
+        [entry] = repair.ledger(engine, refunded["payment_id"])
+    finally:
+        engine.dispose()
+    assert (entry.outcome, entry.operator) == ("refused", SUPPORT)
+
+
+def test_in_demo_mode_the_usd_149_incident_is_activated_once_and_its_finding_resolves(cli, tmp_env):
+    assert cli(["sync"]).returncode == 0
+
+    def open_findings(pid: str) -> set[str]:
+        run = cli(["reconcile", "--json"])
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        return {f["kind"] for f in report["findings"] if f["payment_id"] == pid and f["status"] == "open"}
+
+    incident = demo_case(tmp_env, "incident")
+    pid = incident["payment_id"]
+    assert "paid_without_subscription" in open_findings(pid)
+    first = cli(["repair", pid, "--operator", SUPPORT])
+    assert first.returncode == 0 and "CREATED" in first.stdout, first.stdout + first.stderr
+    rows = subscriptions(tmp_env["APP_DATABASE_URL"])
+    again = cli(["repair", pid, "--operator", SUPPORT])
+    assert again.returncode == 0 and "ALREADY ACTIVE" in again.stdout, again.stdout + again.stderr
+    assert subscriptions(tmp_env["APP_DATABASE_URL"]) == rows
+    assert [r["status"] for r in rows if r["stripe_checkout_session_id"] == pid] == ["active"]
+    assert not open_findings(pid) & {"paid_without_subscription", "subscription_not_active"}
+
+
+def open_files(prefix: str) -> list[str]:
+    """This process's open file descriptors on files whose path starts with `prefix` (Linux /proc)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).startswith(prefix):
+                found.append(os.readlink(fd))
+    return found
+
+
+def test_racing_repairs_leave_no_app_connection_open_once_the_app_database_is_disposed(tmp_path):
+    app_url = f"sqlite:///{tmp_path / 'app.db'}"
+    Account(NOW).write_app_db(app_url)
+    gc.disable()  # a leaked connection must still be open when counted, not closed by a collection
+    try:
+        for _ in range(10):
+            app = AppDatabase(app_url, load_mapping("default"))
+            start = threading.Barrier(50)
+
+            def enter(app=app, start=start):
+                start.wait()
+                with app.serialized("cs_cast000001"):
+                    pass
+
+            threads = [threading.Thread(target=enter) for _ in range(50)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            app.dispose()
+            assert open_files(str(tmp_path / "app.db")) == []
+    finally:
+        gc.enable()
+        gc.collect()

@@ -273,3 +273,14 @@ def test_the_sync_never_exceeds_its_rate_limit(engine):
     with server.start(account().objects, api_key=KEY, rate_limit=10) as running:
         sync(engine, StripeSource(KEY, running.base_url, limiter=RateLimiter(10)), now=NOW, workers=16)
         assert running.emulator.stats()["rate_limited"] == 0
+
+
+def test_pages_parsed_once_by_orjson_equal_what_the_sdks_raw_request_gives():
+    import stripe
+
+    with server.start(account().objects, api_key=KEY) as running:
+        ours = source(running).get("/v1/checkout/sessions", limit=100, expand=["data.customer"])
+        sdk = stripe.StripeClient(KEY, base_addresses={"api": running.base_url}).raw_request(
+            "get", "/v1/checkout/sessions", limit=100, expand=["data.customer"]
+        )
+    assert ours == sdk.data

@@ -45,6 +45,18 @@ def md_escape(value: object, limit: int | None = 300) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def md_code(value: object, limit: int = 120) -> str:
+    """Text as an inline code span: shown verbatim (no links, no Markdown, no Streamlit directives), for
+    e-mails and ids inside a Markdown line. The fence is longer than any run of backticks in the text."""
+    text = short(value, limit)
+    if not text:
+        return ""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def money(amount, currency) -> str:
     """'USD 149.00' from minor units; '' when there is no amount."""
     if amount is None or (not isinstance(amount, str) and pd.isna(amount)):
@@ -65,7 +77,9 @@ def money_format(currencies) -> str:
     return f"%.{max(places) if places else 2}f"
 
 
-def with_major(frame: pd.DataFrame, amount: str, currency: str = "currency", into: str | None = None) -> pd.DataFrame:
+def with_major(
+    frame: pd.DataFrame, amount: str, currency: str = "currency", into: str | None = None
+) -> pd.DataFrame:
     """`frame` with a major-unit column `into` (default: `amount` + '_major') beside minor-unit `amount`,
     and the currency upper-cased."""
     out = frame.copy()

@@ -1,0 +1,104 @@
+"""The dashboard's write actions, one function per button. Activation is monitor.repair.activate itself
+(dry_run=True for the dialog's plan, then for real): it checks the role and keeps its own ledger.
+
+Acknowledgements are recorded as job_runs rows (job "action:acknowledge", outcome ok or failed, the
+reason as the error, finding id, operator, role and note in counts): the audit log shows them beside the
+other runs, and a refusal leaves the same trace as a success. Not in the repairs ledger, which is about
+payments and subscriptions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Engine, select, update
+
+from monitor import pipeline, store
+from monitor.config import Config
+from monitor.errors import BadInput, MonitorError
+from monitor.lifecycle import ACKNOWLEDGED, OPEN
+from monitor.models import FindingRow, now_utc
+from monitor.repair import role_of
+
+ACKNOWLEDGING_ROLES = ("support", "admin")
+ACKNOWLEDGE_JOB = "action:acknowledge"
+MAX_NOTE = 2000
+RUN_STEPS = ("sync", "reconcile", "check")
+
+
+class Forbidden(MonitorError):
+    """The operator's role does not allow the action; the message says who may."""
+
+
+def acknowledge(engine: Engine, config: Config, finding_id: str, operator: str, note: str) -> None:
+    """Mark an open (or already acknowledged) finding acknowledged with `note`: it stays listed, and alerts
+    skip it. The role is checked at every call (support or admin, OPERATOR_ROLES; everyone in the demo).
+    Raises Forbidden for any other operator, BadInput for a missing operator or note or an unknown or
+    resolved finding; every call, refused or not, is recorded (see the module docstring)."""
+    operator = (operator or "").strip()
+    note = (note or "").strip()
+    finding_id = str(finding_id or "").strip()
+    with store.RunRecorder(engine, ACKNOWLEDGE_JOB) as run:
+        role = role_of(config, operator) if operator else None
+        run.counts = {"finding_id": finding_id, "operator": operator, "role": role, "note": note[:MAX_NOTE]}
+        if not operator:
+            raise BadInput("an operator is required (who is acknowledging?)")
+        if role not in ACKNOWLEDGING_ROLES:
+            raise Forbidden(
+                f"{operator} may not acknowledge findings "
+                f"({'role ' + role if role else 'not in OPERATOR_ROLES'}; support or admin may)"
+            )
+        if not note:
+            raise BadInput("a note is required: say why the finding is acknowledged")
+        if len(note) > MAX_NOTE:
+            raise BadInput(f"the note is {len(note)} characters long; at most {MAX_NOTE} are kept")
+        t = FindingRow.__table__
+        with engine.begin() as conn:
+            # Compare-and-set: a finding resolved meanwhile is not acknowledged behind the run's back.
+            changed = conn.execute(
+                update(t)
+                .where(t.c.id == finding_id, t.c.status.in_((OPEN, ACKNOWLEDGED)))
+                .values(status=ACKNOWLEDGED, ack_note=note, ack_by=operator, ack_at=now_utc())
+            ).rowcount
+            if changed != 1:
+                status = conn.execute(select(t.c.status).where(t.c.id == finding_id)).scalar()
+                raise BadInput(
+                    f"no finding {finding_id!r}" if status is None else f"finding {finding_id} is {status}"
+                )
+
+
+def run_checks_now(
+    config: Config, progress: Callable[[str, float], None], *, engine: Engine | None = None
+) -> dict:
+    """Sync, reconcile and check once, now (the dashboard's "Run checks now"; never a scheduler), calling
+    progress(step, fraction done) before each step and progress("done", 1.0) at the end. A failing step
+    is recorded by the step itself, kept in the summary's `errors`, and the next steps still run (a failed
+    sync still leaves the last snapshot to reconcile, and the check says what is down). Returns {"ok",
+    "errors": [one line each], "objects", "payments", "parity_pct", "open_findings", "status",
+    "components": {name: status}}."""
+    own = engine is None
+    engine = engine or store.open_store(config.monitor_database_url)
+    summary: dict = {"ok": True, "errors": []}
+    n = len(RUN_STEPS)
+    try:
+        for i, step in enumerate(RUN_STEPS):
+            progress(step, i / n)
+            try:
+                if step == "sync":
+                    summary["objects"] = pipeline.run_sync(config, engine).total
+                elif step == "reconcile":
+                    report = pipeline.run_reconcile(config, engine)
+                    summary["payments"] = report.summary["payments"]
+                    summary["parity_pct"] = report.summary["parity_pct"]
+                    summary["open_findings"] = sum(report.summary["open_by_kind"].values())
+                else:
+                    check = pipeline.run_check(config)
+                    summary["status"] = check.status
+                    summary["components"] = {c.name: c.status for c in check.components}
+            except MonitorError as e:
+                summary["ok"] = False
+                summary["errors"].append(f"{step}: {config.mask(str(e))}")
+        progress("done", 1.0)
+    finally:
+        if own:
+            engine.dispose()
+    return summary

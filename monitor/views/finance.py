@@ -1,0 +1,157 @@
+"""The Finance screen: payments against activations per day, week or month and currency, and the two
+kinds of findings where access outlives the money (refunded but active, active without payment)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import BigInteger, Connection, Engine, String, case, column, func, select, table, true
+
+from monitor.findings import AT_RISK_KINDS
+from monitor.models import FindingRow
+from monitor.views.common import epoch, frame, loads, nullable_int
+from monitor.views.discrepancies import CURRENT
+
+PERIODS = ("day", "week", "month")
+PARITY_COLUMNS = (
+    "period_start",
+    "currency",
+    "payments",
+    "activated_payments",
+    "paid_amount",
+    "activated_amount",
+    "at_risk_amount",
+    "parity_pct",
+)
+TOTAL_COLUMNS = PARITY_COLUMNS[1:]
+ISSUE_COLUMNS = ("payment_id", "customer_email", "amount", "currency", "first_seen", "hint", "id", "status")
+MAX_ISSUES = 10_000
+_f = FindingRow.__table__
+_payments = table(
+    "payments",
+    column("payment_id", String),
+    column("created", BigInteger),
+    column("amount", BigInteger),
+    column("currency", String),
+)
+
+
+def _per_day(conn: Connection, since: datetime, until: datetime) -> pd.DataFrame:
+    """Payments created in [since, until] by UTC day and currency: counts and sums, in SQL."""
+    p = _payments
+    # Per payment an EXISTS through the findings' payment_id index: a join to the set of at-risk payments
+    # makes SQLite scan that set once per payment.
+    at_risk = (
+        select(_f.c.id)
+        .where(
+            _f.c.payment_id == p.c.payment_id,
+            _f.c.status.in_(CURRENT),
+            _f.c.kind.in_(AT_RISK_KINDS),
+        )
+        .exists()
+        .label("at_risk")
+    )
+    inner = (
+        select(
+            (p.c.created // 86400).label("day"),
+            func.lower(p.c.currency).label("currency"),
+            func.coalesce(p.c.amount, 0).label("amount"),
+            at_risk,
+        )
+        .where(p.c.created >= epoch(since), p.c.created <= epoch(until))
+        .subquery()
+    )
+    risky = inner.c.at_risk == true()
+    rows = conn.execute(
+        select(
+            inner.c.day,
+            inner.c.currency,
+            func.count().label("payments"),
+            func.sum(case((risky, 0), else_=1)).label("activated_payments"),
+            func.sum(inner.c.amount).label("paid_amount"),
+            func.sum(case((risky, inner.c.amount), else_=0)).label("at_risk_amount"),
+        ).group_by(inner.c.day, inner.c.currency)
+    ).all()
+    df = frame(rows, ("day", "currency", "payments", "activated_payments", "paid_amount", "at_risk_amount"))
+    for c in ("day", "payments", "activated_payments", "paid_amount", "at_risk_amount"):
+        df[c] = pd.to_numeric(df[c]).astype("int64")
+    return df
+
+
+def _period_start(days: pd.Series, period: str) -> pd.Series:
+    if period == "week":  # ISO weeks, from Monday: day 0 (1970-01-01) was a Thursday
+        days = days - (days + 3) % 7
+    start = pd.to_datetime(days * 86400, unit="s", utc=True)
+    if period == "month":
+        start = start.dt.tz_localize(None).dt.to_period("M").dt.start_time.dt.tz_localize("UTC")
+    return start
+
+
+def _with_parity(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.assign(activated_amount=df["paid_amount"] - df["at_risk_amount"])
+    pct = (100 * df["activated_payments"] / df["payments"].where(df["payments"] > 0)).round(1)
+    return df.assign(parity_pct=pct.astype("float64"))
+
+
+def _issues(conn: Connection, kind: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    where = (_f.c.kind == kind, _f.c.status.in_(CURRENT))
+    rows = conn.execute(
+        select(
+            _f.c.payment_id,
+            _f.c.customer_email,
+            _f.c.amount,
+            _f.c.currency,
+            _f.c.first_seen,
+            _f.c.payload,
+            _f.c.id,
+            _f.c.status,
+        )
+        .where(*where)
+        .order_by(_f.c.first_seen.desc(), _f.c.id.desc())
+        .limit(MAX_ISSUES)
+    ).all()
+    df = frame(
+        [(*r[:5], loads(r.payload, {}).get("hint", ""), r.id, r.status) for r in rows],
+        ISSUE_COLUMNS,
+        times=("first_seen",),
+    )
+    totals = conn.execute(
+        select(_f.c.currency, func.sum(_f.c.amount))
+        .where(*where, _f.c.currency.is_not(None), _f.c.amount.is_not(None))
+        .group_by(_f.c.currency)
+    ).all()
+    return nullable_int(df, "amount"), {c: int(n) for c, n in sorted(totals)}
+
+
+def finance(engine: Engine, *, period: str, since: datetime, until: datetime) -> dict:
+    """{"parity": PARITY_COLUMNS per period and currency, oldest first, for payments created in [since,
+    until] (both inclusive; weeks start on Monday, all in UTC), "totals": TOTAL_COLUMNS per currency over
+    the whole range, "refunded_but_active" and "active_without_payment": ISSUE_COLUMNS of the open and
+    acknowledged findings of that kind (all of them, not only the range's), "refunded_but_active_totals"
+    and "active_without_payment_totals": {currency: minor units}}.
+
+    A payment counts as activated unless an open or acknowledged paid_without_subscription or
+    subscription_not_active finding is about it (an acknowledgement gives the customer nothing)."""
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
+    with engine.connect() as conn:
+        days = _per_day(conn, since, until)
+        refunded, refunded_totals = _issues(conn, "refunded_but_active")
+        orphans, orphan_totals = _issues(conn, "active_without_payment")
+    sums = ["payments", "activated_payments", "paid_amount", "at_risk_amount"]
+    by_period = (
+        days.assign(period_start=_period_start(days["day"], period))
+        .groupby(["period_start", "currency"], as_index=False)[sums]
+        .sum()
+        .sort_values(["period_start", "currency"])
+    )
+    totals = days.groupby("currency", as_index=False)[sums].sum().sort_values("currency")
+    return {
+        "parity": _with_parity(by_period)[list(PARITY_COLUMNS)].reset_index(drop=True),
+        "totals": _with_parity(totals)[list(TOTAL_COLUMNS)].reset_index(drop=True),
+        "refunded_but_active": refunded,
+        "refunded_but_active_totals": refunded_totals,
+        "active_without_payment": orphans,
+        "active_without_payment_totals": orphan_totals,
+    }

@@ -1,0 +1,263 @@
+"""Discrepancies: every finding, filtered and paged in SQL; choosing one shows both sides, the root-cause
+hint, the timeline, a link to Stripe, and the actions (Activate, Acknowledge)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+import pandas as pd
+import streamlit as st
+
+from monitor import actions
+from monitor.errors import MonitorError
+from monitor.findings import KINDS
+from ui import activate, context, data, tables
+from ui.text import md_escape, money, one_line, short, utc, with_major
+
+PAGE_SIZES = (25, 50, 100)
+STATUSES = ("open", "acknowledged", "resolved")
+
+who = context.page(
+    "Discrepancies",
+    ":material/rule:",
+    "Every place where Stripe and the app's subscriptions disagree. Choose a row for both sides and the fix.",
+)
+db = context.key()
+cfg = context.config()
+
+# --- filters ---------------------------------------------------------------------------------------
+with st.container(border=True):
+    text = st.text_input(
+        "Search",
+        placeholder="e-mail, payment id (cs_, in_, pi_), event id, kind or words of the hint",
+        max_chars=320,
+        key="disc:text",
+    )
+    c1, c2, c3, c4 = st.columns([3, 2, 3, 2])
+    kinds = c1.multiselect("Kind", list(KINDS), key="disc:kinds", placeholder="any kind")
+    severities = c2.multiselect("Severity", ["critical", "warning"], key="disc:sev", placeholder="any")
+    statuses = c3.multiselect("Status", STATUSES, default=["open", "acknowledged"], key="disc:status")
+    dates = c4.date_input("Occurred between (UTC)", value=(), key="disc:dates", format="YYYY-MM-DD")
+
+
+def _bounds(value) -> tuple[datetime | None, datetime | None]:
+    """A date range (0, 1 or 2 dates) as inclusive UTC datetimes."""
+    picked = [d for d in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(d, date)]
+    if not picked:
+        return None, None
+    start = datetime.combine(picked[0], time.min, UTC)
+    end = datetime.combine(picked[-1], time.min, UTC) + timedelta(days=1) - timedelta(microseconds=1)
+    return start, end
+
+
+since, until = _bounds(dates)
+filters = (
+    tuple(kinds) or None,
+    tuple(severities) or None,
+    tuple(statuses) or STATUSES,
+    since,
+    until,
+    text.strip(),
+)
+size = st.session_state.get("disc:size", PAGE_SIZES[1])
+page_key = f"disc:page:{hash(filters)}:{size}"
+page_no = int(st.session_state.get(page_key, 1))
+frame, total = data.find_findings(db, *filters, size, (page_no - 1) * size)
+pages = max(1, -(-total // size))
+
+st.subheader(f"{total} finding{'s' if total != 1 else ''}")
+shown = with_major(tables.linkify(frame, "payment_id"), "amount")
+event = tables.show(
+    shown,
+    {
+        "severity": tables.text_col("Severity", width="small"),
+        "kind": tables.text_col("Kind"),
+        "status": tables.text_col("Status", width="small"),
+        "customer_email": tables.text_col("Customer"),
+        "amount_major": tables.money_col("Amount", frame["currency"].dropna().unique() if len(frame) else ()),
+        "currency": tables.text_col("Cur.", width="small"),
+        "payment_id": tables.link_col("Payment (Stripe)"),
+        "occurred_at": tables.time_col("Occurred (UTC)"),
+        "last_seen": tables.time_col("Last seen (UTC)"),
+        "hint": tables.text_col("Hint", width="large"),
+    },
+    key=f"disc:table:{hash(filters)}:{page_no}",
+    select=True,
+    empty="No finding matches these filters.",
+)
+left, right = st.columns([4, 1], vertical_alignment="center")
+with left:
+    if pages > 1:
+        st.pagination(pages, key=page_key, max_visible_pages=9)
+right.selectbox("Rows per page", PAGE_SIZES, key="disc:size", index=PAGE_SIZES.index(size))
+
+# --- the chosen finding ----------------------------------------------------------------------------
+chosen = None
+rows_selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+if rows_selected and rows_selected[0] < len(frame):
+    chosen = str(frame.iloc[rows_selected[0]]["id"])
+    st.query_params["finding"] = chosen
+elif st.query_params.get("finding"):
+    chosen = str(st.query_params["finding"])[:64]
+
+activate.render()
+
+if chosen is None:
+    st.caption("Choose a row (the box at its left) to see the finding in full.")
+    st.stop()
+
+detail = data.finding_detail(db, chosen)
+if detail is None:
+    st.warning(f"No finding with id {md_escape(chosen)}.")
+    st.stop()
+
+f = detail["finding"]
+payment = detail.get("payment") or {}
+st.divider()
+st.header(f"{f['kind'].replace('_', ' ').capitalize()}", anchor=False)
+st.caption(
+    f"{md_escape(f.get('severity'))} · {md_escape(f.get('status'))} · finding {md_escape(f.get('id'))} · "
+    f"first seen {md_escape(utc(f.get('first_seen')))} · last seen {md_escape(utc(f.get('last_seen')))}"
+)
+m1, m2, m3 = st.columns(3)
+m1.metric("Amount", money(f.get("amount"), f.get("currency")) or "-")
+m2.metric("Customer", short(f.get("customer_email") or payment.get("customer_email") or "-", 60))
+m3.metric("Payment", short(f.get("payment_id") or "-", 40))
+
+st.markdown("**Why (root-cause hint)**")
+hint = one_line(f.get("hint"))
+st.warning(md_escape(hint, 1500), icon=":material/explore:")
+if len(hint) > 1500:
+    with st.expander("The whole hint"):
+        st.code(hint, language=None, wrap_lines=True)
+if f.get("ack_note"):
+    st.info(
+        f"Acknowledged by {md_escape(f.get('ack_by'))}: {md_escape(f.get('ack_note'), 1000)}",
+        icon=":material/chat:",
+    )
+
+if detail.get("stripe_url"):
+    st.link_button("Open in Stripe's dashboard", detail["stripe_url"], icon=":material/open_in_new:")
+
+# --- actions -----------------------------------------------------------------------------------------
+if f.get("status") != "resolved":
+    a1, a2 = st.columns([1, 3])
+    with a1:
+        if f["kind"] in activate.ACTIVATABLE_KINDS and activate.can_activate(f.get("payment_id")):
+            activate.button(f["payment_id"], key=f"disc:activate:{f['id']}")
+        else:
+            st.caption("Activate applies to paid payments without an active row.")
+    with a2, st.form(f"ack:{f['id']}", border=False):
+        note = st.text_input(
+            "Acknowledge with a note (alerts skip it; it stays visible)",
+            max_chars=500,
+            placeholder="e.g. refund agreed with the customer, ticket #123",
+        )
+        ack = st.form_submit_button(
+            "Acknowledge",
+            disabled=not who.may_acknowledge,
+            help=None if who.may_acknowledge else who.why_not("acknowledge findings"),
+        )
+    if ack:
+        try:
+            actions.acknowledge(context.engine(), cfg, f["id"], who.name or "", note.strip())
+        except MonitorError as e:
+            st.error(md_escape(cfg.mask(str(e)), None))
+        else:
+            data.refresh()
+            st.rerun()
+
+# --- both sides ------------------------------------------------------------------------------------
+stripe_side, app_side = st.columns(2)
+with stripe_side:
+    st.subheader("Stripe side")
+    if payment:
+        p = pd.DataFrame(
+            [
+                ("payment", payment.get("payment_id")),
+                ("source", payment.get("source")),
+                ("amount", money(payment.get("amount"), payment.get("currency"))),
+                ("refunded", money(payment.get("amount_refunded"), payment.get("currency"))),
+                ("dispute", payment.get("dispute_status")),
+                ("customer", payment.get("customer_id")),
+                ("e-mail", payment.get("customer_email")),
+                ("paid at", utc(payment.get("created"))),
+                ("checkout session", payment.get("checkout_session_id")),
+                ("payment intent", payment.get("payment_intent_id")),
+                ("invoice", payment.get("invoice_id")),
+                ("subscription", payment.get("stripe_subscription_id")),
+                ("subscription status", payment.get("stripe_subscription_status")),
+            ],
+            columns=["", "value"],
+        )
+        p["value"] = p["value"].map(one_line)
+        st.dataframe(p[p["value"] != ""], hide_index=True, width="stretch")
+    else:
+        st.caption("This finding is not about one payment.")
+    ev = detail.get("event")
+    if ev:
+        st.markdown("**Event and its delivery**")
+        st.text(short(ev.get("delivery") or f"{ev.get('type') or 'event'} {ev.get('id')}", 300))
+        if ev.get("countdown"):
+            st.caption(md_escape(ev["countdown"], 300))
+        log = pd.DataFrame(ev.get("log") or [])
+        st.caption("The app's webhook log for it")
+        tables.show(
+            log,
+            {
+                "received_at": tables.time_col("Received (UTC)"),
+                "status": tables.text_col("Status"),
+                "error": tables.text_col("Error", width="large"),
+                "processed_at": tables.time_col("Processed (UTC)"),
+            },
+            empty="No record: the app never logged this event.",
+        )
+    if detail.get("stripe_object"):
+        with st.expander("Raw Stripe object"):
+            st.json(detail["stripe_object"], expanded=False)
+with app_side:
+    st.subheader("App side")
+    if detail.get("app_error"):
+        st.error(f"The app's database could not be read: {md_escape(cfg.mask(detail['app_error']), 600)}")
+    row_columns = {
+        "id": st.column_config.NumberColumn("Row", format="%d", width="small"),
+        "status": tables.text_col("Status", width="small"),
+        "email": tables.text_col("E-mail"),
+        "amount_major": tables.money_col("Amount", ["usd"]),
+        "currency": tables.text_col("Cur.", width="small"),
+        "created_at": tables.time_col("Created (UTC)"),
+        "activated_at": tables.time_col("Activated (UTC)"),
+        "current_period_end": tables.time_col("Period end (UTC)"),
+    }
+    rows = pd.DataFrame(detail.get("rows") or [])
+    st.caption("Rows linked to this payment")
+    tables.show(with_major(rows, "amount") if len(rows) else rows, row_columns, empty="No row links to it.")
+    candidates = pd.DataFrame(detail.get("candidate_rows") or [])
+    if len(candidates):
+        st.caption("Other rows of the same customer or e-mail (weak matches)")
+        tables.show(with_major(candidates, "amount"), row_columns)
+
+st.subheader("Timeline")
+timeline = pd.DataFrame(detail.get("timeline") or [])
+tables.show(
+    timeline,
+    {
+        "at": tables.time_col("When (UTC)"),
+        "kind": tables.text_col("What", width="small"),
+        "what": tables.text_col("Event"),
+        "detail": tables.text_col("Detail", width="large"),
+    },
+    empty="Nothing recorded.",
+)
+outages = detail.get("outages") or []
+if outages:
+    st.caption("Outages around the payment")
+    tables.show(
+        pd.DataFrame([o.__dict__ for o in outages]),
+        {
+            "component": tables.text_col("Component"),
+            "start": tables.time_col("From (UTC)"),
+            "end": tables.time_col("To (UTC)"),
+            "error": tables.text_col("Error", width="large"),
+        },
+    )

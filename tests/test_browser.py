@@ -1,0 +1,264 @@
+"""The dashboard in a real browser (Debian's Chromium through Playwright), as a support person uses it: the
+demo is synced and reconciled, `streamlit run dashboard.py` serves it, and the USD 149 customer is found
+by e-mail and activated through the dialog in two clicks.
+
+Screenshots for the README are rewritten only with UPDATE_SCREENSHOTS=1, so `make test` leaves the tree
+clean: `UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest tests/test_browser.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.config import EXTRA_SETTINGS, SETTINGS
+from tests.services import free_port, run_cli
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+]
+REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
+STAGING_URL = "https://staging.example-saas.com/stripe/webhook"
+PAGES = {
+    "dashboard": "overview",
+    "Discrepancies": "discrepancies",
+    "Customer lookup": "customer_lookup",
+    "Webhooks": "webhooks",
+    "Infrastructure": "infrastructure",
+    "Finance": "finance",
+    "Audit log": "audit_log",
+}
+
+
+def monitor_env(**settings: str) -> dict[str, str]:
+    """os.environ without any of the monitor's settings, plus `settings`."""
+    names = {s.name for s in SETTINGS} | EXTRA_SETTINGS | {"MONITOR_CONFIG", "TRUSTED_PROXY_HEADER"}
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(settings)
+    return env
+
+
+def open_findings(env: dict[str, str]) -> list[dict]:
+    done = run_cli(["reconcile", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    return [f for f in json.loads(done.stdout)["findings"] if f["status"] == "open"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """The demo, synced and reconciled by the CLI, served by `streamlit run dashboard.py`: (URL, env, dir)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make system` installs Debian's chromium", pytrace=False)
+    where = tmp_path_factory.mktemp("browser")
+    env = monitor_env(
+        MONITOR_DATABASE_URL=f"sqlite:///{where / 'monitor.db'}",
+        APP_DATABASE_URL=f"sqlite:///{where / 'app.db'}",
+    )
+    for step in (["sync"], ["reconcile"]):
+        done = run_cli(step, env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    port = free_port()
+    log = (where / "streamlit.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "dashboard.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read().decode() == "ok":
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the dashboard never answered /_stcore/health:\n" + (where / "streamlit.log").read_text())
+            time.sleep(0.3)
+        yield url, env, where
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def settle(page, timeout: float = 90_000) -> None:
+    """Wait until the app is connected and its script has finished running."""
+    page.wait_for_selector("[data-testid='stAppViewContainer']", state="attached", timeout=timeout)
+    page.wait_for_timeout(300)
+    page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
+        state="attached", timeout=timeout
+    )
+    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
+        state="attached", timeout=timeout
+    )
+    page.wait_for_timeout(700)
+
+
+def main_text(page) -> str:
+    return page.locator("[data-testid='stMain']").first.inner_text()
+
+
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot in docs/screenshots/, only when UPDATE_SCREENSHOTS=1. Streamlit scrolls inside
+    its main element, so the viewport is made as tall as the page first."""
+    if os.environ.get("UPDATE_SCREENSHOTS") != "1":
+        return
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(max(height + 40, 1000), 6000)})
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def sidebar_pages(page) -> dict[str, str]:
+    links = page.locator("[data-testid='stSidebarNav'] a")
+    return {links.nth(i).inner_text().strip(): links.nth(i).get_attribute("href") for i in range(links.count())}
+
+
+def go(page, url: str, href: str) -> None:
+    page.goto(href if href.startswith("http") else f"{url}/{href.lstrip('/')}")
+    settle(page)
+
+
+def test_every_page_opens_without_an_exception_and_the_first_shows_the_incident(served, page):
+    url, _, _ = served
+    page.goto(url)
+    settle(page)
+    first = main_text(page)
+    assert "149" in first
+    assert REDIS_ERROR in first
+    assert "dana.whitfield@example.com" in first
+    screenshot(page, "overview")
+
+    links = sidebar_pages(page)
+    assert list(links) == list(PAGES)
+    for name, href in links.items():
+        go(page, url, href)
+        exceptions = page.locator("[data-testid='stException']")
+        assert exceptions.count() == 0, f"{name}: {exceptions.first.inner_text()[:500]}"
+        text = main_text(page)
+        if name == "Webhooks":
+            assert STAGING_URL in text
+        if name == "Infrastructure":
+            assert REDIS_ERROR in text
+        if name != "dashboard":
+            screenshot(page, PAGES[name])
+
+
+def test_support_activates_the_usd_149_customer_through_the_dialog(served, page):
+    url, env, where = served
+    incident = [
+        f for f in open_findings(env) if f["kind"] == "paid_without_subscription" and f["amount"] == 14900
+    ]
+    assert incident, "the demo has an open USD 149 paid_without_subscription finding"
+    email, payment_id = incident[0]["customer_email"], incident[0]["payment_id"]
+
+    page.goto(url)
+    settle(page)
+    lookup = [href for name, href in sidebar_pages(page).items() if re.search("customer|lookup", name, re.I)]
+    go(page, url, lookup[0])
+    box = page.locator("[data-testid='stTextInput'] input").first
+    box.fill(email)
+    box.press("Enter")
+    settle(page)
+    assert "USD 149.00" in main_text(page)
+    screenshot(page, "customer_lookup")
+
+    page.locator("button", has_text=re.compile("activate", re.I)).first.click()  # click 1
+    dialog = page.locator("[role='dialog']")
+    dialog.wait_for(state="visible", timeout=30_000)
+    settle(page)
+    assert "would create an active row" in dialog.inner_text()
+    screenshot(page, "activate_dialog")
+    dialog.locator("button", has_text=re.compile("confirm", re.I)).first.click()  # click 2
+    settle(page)
+    dialog.wait_for(state="detached", timeout=30_000)
+    assert "Created" in main_text(page)
+
+    app = sqlite3.connect(where / "app.db")
+    try:
+        rows = app.execute(
+            "SELECT status FROM subscriptions WHERE stripe_checkout_session_id = ?", (payment_id,)
+        ).fetchall()
+    finally:
+        app.close()
+    assert rows == [("active",)]
+
+    page.locator("button", has_text="Reconcile now").click()
+    settle(page)
+    assert "no open activation finding any more" in main_text(page)
+    screenshot(page, "activated")
+    left = [f for f in open_findings(env) if f["payment_id"] == payment_id and f["kind"] == "paid_without_subscription"]
+    assert left == []

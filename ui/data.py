@@ -1,0 +1,105 @@
+"""Cached reads of monitor.views for the pages: short TTLs, keyed by the two databases, cleared after
+every action (`refresh()`). The views filter and paginate in SQL; nothing here re-decides anything."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import streamlit as st
+
+from monitor import views
+from monitor.models import now_utc
+from ui import context
+
+STATUS_TTL = 10  # seconds: the status strip and the numbers on the Overview
+TTL = 30  # everything else
+
+
+def refresh() -> None:
+    """Forget every cached read (after an action, so the page shows its effect at once)."""
+    st.cache_data.clear()
+
+
+@st.cache_data(ttl=STATUS_TTL, show_spinner=False)
+def status_strip(db: tuple) -> list[dict]:
+    return views.status_strip(context.engine())
+
+
+@st.cache_data(ttl=STATUS_TTL, show_spinner=False)
+def findings_summary(db: tuple) -> dict:
+    return views.findings_summary(context.engine())
+
+
+@st.cache_data(ttl=STATUS_TTL, show_spinner=False)
+def freshness(db: tuple) -> dict:
+    cfg = context.config()
+    return views.freshness(
+        context.engine(), now=now_utc(), sync_interval=cfg.sync_interval, probe_interval=cfg.probe_interval
+    )
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def parity_history(db: tuple, days: int):
+    return views.parity_history(context.engine(), since=now_utc() - timedelta(days=days))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def find_findings(
+    _db: tuple,
+    kinds: tuple | None,
+    severities: tuple | None,
+    statuses: tuple,
+    since: datetime | None,
+    until: datetime | None,
+    text: str | None,
+    limit: int,
+    offset: int,
+):
+    return views.find_findings(
+        context.engine(),
+        kinds=list(kinds) if kinds else None,
+        severities=list(severities) if severities else None,
+        statuses=statuses,
+        since=since,
+        until=until,
+        text=text or None,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def finding_detail(db: tuple, finding_id: str):
+    return views.finding_detail(context.engine(), context.app(), finding_id)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def customer_lookup(db: tuple, query: str):
+    return views.customer_lookup(context.engine(), context.app(), query, now=now_utc())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def webhook_overview(db: tuple):
+    return views.webhook_overview(context.engine(), context.app(), context.config(), now=now_utc())
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def infrastructure(db: tuple, days: int):
+    now = now_utc()
+    return views.infrastructure(context.engine(), now=now, since=now - timedelta(days=days))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def finance(db: tuple, period: str, since: datetime, until: datetime):
+    return views.finance(context.engine(), period=period, since=since, until=until)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def audit_log(db: tuple, limit: int):
+    return views.audit_log(context.engine(), limit=limit)
+
+
+def stripe_url(object_id: str | None) -> str | None:
+    if not object_id or not isinstance(object_id, str):
+        return None
+    return views.stripe_dashboard_url(object_id, context.config().livemode)

@@ -1,0 +1,86 @@
+"""Tables the same way on every page: st.dataframe with column_config (money in major units from minor
+units, times in UTC, Stripe ids as links to Stripe's dashboard), and CSV downloads that a spreadsheet
+cannot execute."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ui import context, data
+from ui.text import money_format, to_csv
+
+TIME_FORMAT = "YYYY-MM-DD HH:mm:ss [UTC]"
+# The id at the end of a dashboard URL is what the link shows.
+_LINK_TEXT = r"https://dashboard\.stripe\.com/(?:test/)?[a-z/]+/([^/?]+)$"
+
+
+def time_col(label: str, **kw) -> st.column_config.Column:
+    return st.column_config.DatetimeColumn(label, format=TIME_FORMAT, timezone="UTC", **kw)
+
+
+def money_col(label: str, currencies=(), **kw) -> st.column_config.Column:
+    return st.column_config.NumberColumn(label, format=money_format(currencies), **kw)
+
+
+def link_col(label: str, **kw) -> st.column_config.Column:
+    return st.column_config.LinkColumn(label, display_text=_LINK_TEXT, **kw)
+
+
+def text_col(label: str, **kw) -> st.column_config.Column:
+    return st.column_config.TextColumn(label, **kw)
+
+
+def linkify(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """`frame` with each Stripe id in `columns` replaced by its dashboard URL (shown as the id)."""
+    out = frame.copy()
+    for column in columns:
+        if column in out.columns:
+            out[column] = out[column].map(lambda v: data.stripe_url(v) if isinstance(v, str) and v else None)
+    return out
+
+
+def show(
+    frame: pd.DataFrame,
+    columns: dict,
+    *,
+    key: str | None = None,
+    height: int | str = "auto",
+    select: bool = False,
+    empty: str = "Nothing here.",
+):
+    """st.dataframe of `frame` restricted to (and ordered as) `columns`; returns the selection event when
+    `select`. An empty frame is said in words, not shown as an empty grid."""
+    if frame is None or frame.empty:
+        st.caption(empty)
+        return None
+    order = [c for c in columns if c in frame.columns]
+    return st.dataframe(
+        frame[order],
+        hide_index=True,
+        column_order=order,
+        column_config={c: columns[c] for c in order},
+        key=key,
+        height=height,
+        on_select="rerun" if select else "ignore",
+        selection_mode="single-row",
+    )
+
+
+def download(frame: pd.DataFrame | None, label: str, file_name: str, *, key: str) -> None:
+    """A CSV download of `frame` (formulas neutralised); off for roles that may not export."""
+    who = context.operator()
+    rows = frame if frame is not None else pd.DataFrame()
+    st.download_button(
+        f"{label} (CSV, {len(rows)} rows)",
+        icon=":material/download:",
+        data=to_csv(rows),
+        file_name=file_name,
+        mime="text/csv",
+        key=key,
+        disabled=not who.may_export,
+        help=None
+        if who.may_export
+        else who.why_not("export").replace("support or admin", "finance, support or admin"),
+        on_click="ignore",
+    )
