@@ -27,7 +27,7 @@ db = context.key()
 
 @st.fragment(run_every="30s")
 def live_status() -> None:
-    """The parts that change minute by minute, refreshed every 30 s without rerunning the page."""
+    """What is wrong right now, refreshed every 30 s without rerunning the page."""
     fresh = data.freshness(db)
     if fresh["stale"]:
         st.error(
@@ -37,6 +37,10 @@ def live_status() -> None:
     st.subheader("Status of every component")
     status.tiles(data.status_strip(db))
 
+
+@st.fragment(run_every="30s")
+def live_numbers() -> None:
+    fresh = data.freshness(db)
     summary = data.findings_summary(db)
     st.subheader("Open findings")
     risk = summary.get("amount_at_risk") or {}
@@ -187,6 +191,7 @@ def run_checks() -> None:
 
 live_status()
 affected_customers()
+live_numbers()
 charts()
 done = st.session_state.pop("overview:checked", None)
 if done is not None:

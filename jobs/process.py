@@ -20,6 +20,7 @@ write is its own transaction and a sync resumes from its saved cursors.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -360,6 +361,7 @@ class JobsProcess:
                         finished_at=datetime.now(UTC),
                         error="abandoned: the jobs process was stopped while this run was going; what it "
                         "saved stays saved, and the next run continues from there",
+                        counts=json.dumps({"process": scheduled.PROCESS, "abandoned": True}),
                     )
                 )
         except Exception:  # noqa: BLE001 - best effort; the row then stays 'running'

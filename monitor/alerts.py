@@ -5,7 +5,8 @@ run), so the rules are simple to state:
 - a critical finding in status `open` is alerted once per finding id (key `finding:<id>`); acknowledged
   findings are not alerted; a finding that is resolved gives its key back, so it alerts again if it reopens;
 - a component whose probes show an ongoing outage (monitor.outages) that reached `down` is alerted once
-  per outage (key `outage:<component>@<start>`), and not again while an alerted outage of it is unrecovered;
+  per outage (key `outage:<component>@<start>`), and not again while an alerted outage of it is unrecovered
+  (the `scheduler` component excepted: the jobs process that sends alerts cannot report its own absence);
 - an alerted outage is followed by one recovery alert (key `recovery:<component>@<start>`) at the first
   `up` probe after its start.
 
@@ -49,6 +50,9 @@ OUTAGE_LOOKBACK = timedelta(hours=6)  # probe history read for ongoing outages
 SEND_TIMEOUT_S = 20  # apprise's limit for one notify() call (its plugins add their own socket timeouts)
 CAP_WINDOW = timedelta(hours=1)
 REPAIRABLE = ("paid_without_subscription", "subscription_not_active")
+# The scheduler component is the process that sends these alerts: while it runs it is up, and when it is
+# down nothing here runs. Watch it from outside (`python -m monitor check` exits 2 when it is down).
+NOT_ALERTED = frozenset({"scheduler"})
 
 log = logging.getLogger(__name__)
 # One evaluation at a time in a process: the sync and probe jobs may finish together, and a burst must
@@ -150,6 +154,7 @@ def due_alerts(conn: Connection, config: Config, *, now: datetime) -> list[Alert
     history = store.probe_history(conn, since=now - OUTAGE_LOOKBACK)
     for outage in outage_windows(history):
         ongoing = outage.end is None and outage.status == DOWN and outage.component not in still_down
+        ongoing = ongoing and outage.component not in NOT_ALERTED
         if ongoing and outage_key(outage.component, outage.start) not in claimed:
             due.append(outage_alert(outage, config, now=now))
     return due

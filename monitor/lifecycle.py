@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable
 from datetime import datetime
 
+import orjson
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from monitor.findings import Finding
@@ -18,7 +18,7 @@ _CHUNK = 500
 
 
 def _payload(f: Finding) -> str:
-    return json.dumps(f.to_dict(), default=_iso, separators=(",", ":"))
+    return orjson.dumps(f.to_dict(), default=_iso).decode()
 
 
 def _iso(value):
@@ -120,7 +120,7 @@ def current_findings(
 
 
 def as_json(row) -> dict:
-    d = json.loads(row.payload)
+    d = orjson.loads(row.payload)
     d.pop("key", None)
     d.pop("occurred_at", None)
     d.update(

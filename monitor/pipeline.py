@@ -138,16 +138,17 @@ def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None
     app = open_app_database(config)
     ensure_demo_history(config, engine)
     grace = timedelta(minutes=config.grace_minutes)
-    with engine.connect() as conn:
-        if not store.has_synced(conn):
-            raise MonitorError(
-                "the store holds no Stripe data yet: run `python -m monitor sync` first (reconciling an empty "
-                "snapshot would call every subscription unpaid)"
-            )
     with store.RunRecorder(engine, "reconcile") as run:
-        subscriptions = app.read_subscriptions()
+        subscriptions = (
+            app.read_subscriptions()
+        )  # first: a mapping that does not fit is the first thing to say
         webhook_log = app.read_webhook_log()
         with engine.connect() as conn:
+            if not store.has_synced(conn):
+                raise MonitorError(
+                    "the store holds no Stripe data yet: run `python -m monitor sync` first (reconciling an "
+                    "empty snapshot would call every subscription unpaid)"
+                )
             payments = snapshot.read_payments(conn)
             events = snapshot.read_events(conn)
             endpoints = snapshot.read_endpoints(conn)

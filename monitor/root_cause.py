@@ -102,7 +102,8 @@ def _payments_of(payments: pd.DataFrame | None, ids: set[str]) -> dict[str, dict
     """The payments with these ids as plain dicts (the first one of an id listed twice)."""
     if payments is None or payments.empty or not ids:
         return {}
-    part = payments[payments["payment_id"].isin(ids)].drop_duplicates("payment_id")
+    columns = [c for c in (*_PAYMENT_KEYS, "event_id", "created") if c in payments.columns]
+    part = payments.loc[payments["payment_id"].isin(ids), columns].drop_duplicates("payment_id")
     return {r["payment_id"]: {k: py(v) for k, v in r.items()} for r in part.to_dict("records")}
 
 

@@ -152,9 +152,11 @@ if f.get("status") != "resolved":
             "Acknowledge with a note (alerts skip it; it stays visible)",
             max_chars=500,
             placeholder="e.g. refund agreed with the customer, ticket #123",
+            key=f"ack:note:{f['id']}",
         )
         ack = st.form_submit_button(
             "Acknowledge",
+            key=f"ack:submit:{f['id']}",
             disabled=not who.may_acknowledge,
             help=None if who.may_acknowledge else who.why_not("acknowledge findings"),
         )

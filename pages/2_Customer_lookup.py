@@ -159,7 +159,9 @@ tables.show(
 st.subheader("Findings")
 findings = pd.DataFrame(view.findings)
 if len(findings):
-    findings = with_major(findings, "amount")
+    findings = with_major(findings, "amount").assign(
+        first_seen=pd.to_datetime(findings["first_seen"], utc=True)
+    )
 tables.show(
     findings,
     {
@@ -169,7 +171,7 @@ tables.show(
         "payment_id": tables.text_col("Payment"),
         "amount_major": tables.money_col("Amount", ["usd"]),
         "currency": tables.text_col("Cur.", width="small"),
-        "first_seen": tables.text_col("First seen (UTC)"),
+        "first_seen": tables.time_col("First seen (UTC)"),
         "hint": tables.text_col("Hint", width="large"),
     },
     empty="No open finding about this customer.",

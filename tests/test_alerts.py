@@ -279,6 +279,14 @@ def test_an_outage_that_ended_before_anyone_looked_is_not_alerted(tmp_path, engi
     assert receiver.bodies == []
 
 
+def test_the_scheduler_component_is_left_to_outside_checks(tmp_path, engine, receiver):
+    cfg = settings(tmp_path, ALERT_URLS=receiver.url)
+    probe(engine, T0, "up", "last run 3 s ago", component="scheduler")
+    probe(engine, T0 + timedelta(minutes=1), "down", "no run for 75 s", component="scheduler")
+    alerts.send_due_alerts(cfg, engine, now=T0 + timedelta(minutes=1))
+    assert receiver.bodies == []
+
+
 def test_a_component_down_longer_than_the_history_read_is_not_alerted_again(tmp_path, engine, receiver):
     cfg = settings(tmp_path, ALERT_URLS=receiver.url)
     probe(engine, T0, "down", REDIS_ERROR)

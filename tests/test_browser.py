@@ -116,7 +116,9 @@ def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
             except OSError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the dashboard never answered /_stcore/health:\n" + (where / "streamlit.log").read_text())
+                pytest.fail(
+                    "the dashboard never answered /_stcore/health:\n" + (where / "streamlit.log").read_text()
+                )
             time.sleep(0.3)
         yield url, env, where
     finally:
@@ -184,7 +186,9 @@ def screenshot(page, name: str) -> None:
 
 def sidebar_pages(page) -> dict[str, str]:
     links = page.locator("[data-testid='stSidebarNav'] a")
-    return {links.nth(i).inner_text().strip(): links.nth(i).get_attribute("href") for i in range(links.count())}
+    return {
+        links.nth(i).inner_text().strip(): links.nth(i).get_attribute("href") for i in range(links.count())
+    }
 
 
 def go(page, url: str, href: str) -> None:
@@ -260,5 +264,9 @@ def test_support_activates_the_usd_149_customer_through_the_dialog(served, page)
     settle(page)
     assert "no open activation finding any more" in main_text(page)
     screenshot(page, "activated")
-    left = [f for f in open_findings(env) if f["payment_id"] == payment_id and f["kind"] == "paid_without_subscription"]
+    left = [
+        f
+        for f in open_findings(env)
+        if f["payment_id"] == payment_id and f["kind"] == "paid_without_subscription"
+    ]
     assert left == []

@@ -73,6 +73,7 @@ class Scene:
     app_url: str
     env: dict[str, str]
     toml: Path
+    emulator_url: str
 
     def activate(self, payment_id: str, operator: str = SUPPORT, **options) -> repair.RepairResult:
         return repair.activate(self.cfg, payment_id, operator, engine=self.engine, **options)
@@ -81,7 +82,7 @@ class Scene:
         return repair.ledger(self.engine, payment_id)
 
     def sync(self) -> None:
-        sync(self.engine, StripeSource(KEY, self.cfg.stripe_api_base))
+        sync(self.engine, StripeSource(KEY, self.emulator_url))
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def stage(tmp_path, app_url):
         }
         env = {k: v for k, v in env.items() if v is not None}
         toml = tmp_path / "none.toml"
-        return Scene(config.load(env, toml_path=toml), engine, app_url, env, toml)
+        return Scene(config.load(env, toml_path=toml), engine, app_url, env, toml, running.base_url)
 
     yield build
     for close in reversed(closing):
@@ -241,7 +242,7 @@ def test_104_racing_activation_steps_leave_one_row_and_check_then_insert_does_no
     a = Account(NOW)
     pay = a.checkout_payment("paid_never_activated@example.com")
     scene = stage(a)
-    state = fetch_payment_state(StripeSource(KEY, scene.cfg.stripe_api_base), pay["cs"])
+    state = fetch_payment_state(StripeSource(KEY, scene.emulator_url), pay["cs"])
     outcomes = race(StepRacer(scene.app_url, state.to_json(), naive))
     rows = rows_of(scene.app_url, pay)
     assert not [o for o in outcomes if o.startswith("error")], outcomes
@@ -358,6 +359,7 @@ def refusal_case(name: str) -> tuple[Account, str, dict]:
 def test_a_refusal_is_recorded_with_its_reason_and_changes_nothing(stage, app_url, case, why):
     account, payment_id, settings = refusal_case(case)
     scene = stage(account, **settings)
+    scene.sync()  # the snapshot knows every payment (as paid): a refusal must come from Stripe, live
     before = subscriptions(app_url)
     result = scene.activate(payment_id)
     assert (result.outcome, result.exit_status) == ("refused", 1)

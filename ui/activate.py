@@ -15,7 +15,7 @@ import streamlit as st
 from monitor import pipeline, repair
 from monitor.errors import MonitorError
 from ui import context, data
-from ui.text import md_escape, money, one_line
+from ui.text import md_escape, money, one_line, short
 
 OPEN = "activate:open"  # the payment id whose dialog is open
 PLAN = "activate:plan"  # the dry run shown in the open dialog
@@ -93,7 +93,7 @@ def _rows(rows: list[dict], caption: str) -> None:
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     else:
-        st.text("no row")
+        st.text("none")
 
 
 @st.dialog("Activate subscription", width="large", on_dismiss=_close)
@@ -111,34 +111,51 @@ def _dialog(payment_id: str) -> None:
                 st.rerun()
             return
         st.session_state[PLAN] = plan
-    st.text(f"Payment {payment_id}, operator {who.name or 'nobody'}")
-    st.markdown("**Stripe now**")
-    _stripe_side(plan.stripe_state)
+    state = plan.stripe_state or {}
+    st.text(
+        short(
+            f"{money(state.get('amount'), state.get('currency')) or 'Payment'} from "
+            f"{state.get('email') or 'an unknown customer'} · {payment_id} · acting as {who.name or 'nobody'}",
+            300,
+        )
+    )
     if plan.outcome != "planned":
         st.error(f"**Not possible: {md_escape(plan.outcome)}.** {md_escape(plan.reason, None)}")
+        _stripe_side(state)
         if st.button("Close", key="activate:close-refused"):
             _close()
             st.rerun()
         return
     action = (plan.plan or {}).get("action")
-    _rows(plan.rows_before, "The app's rows for this payment now")
     if action == "none":
         st.success(md_escape(plan.reason, None))
+        _rows(plan.rows_before, "The app's rows for this payment")
         if st.button("Close", key="activate:close-none"):
             _close()
             st.rerun()
         return
-    st.markdown("**Plan (dry run)**")
-    st.info(md_escape(plan.reason, None))
-    if action == "create":
-        values = (plan.plan or {}).get("row") or {}
-        st.dataframe(
-            pd.DataFrame([(k, one_line(v)) for k, v in values.items()], columns=["new row", "value"]),
-            hide_index=True,
-            width="stretch",
-        )
+    st.info(f"**Plan (dry run):** {md_escape(plan.reason, None)}", icon=":material/checklist:")
+    stripe_now, change = st.columns(2)
+    with stripe_now:
+        st.caption("Stripe, asked just now")
+        _stripe_side(state)
+    with change:
+        if action == "create":
+            values = dict((plan.plan or {}).get("row") or {})
+            if values.get("amount") is not None:
+                values["amount"] = f"{money(values['amount'], values.get('currency'))} ({values['amount']})"
+            st.caption("The row it will create (status active)")
+            st.dataframe(
+                pd.DataFrame(
+                    [(k, one_line(v)) for k, v in values.items() if v is not None], columns=["", "value"]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
+        _rows(plan.rows_before, "The app's rows for this payment now")
     st.caption(
-        "Exactly once: a second click finds the row active and changes nothing. Every attempt is in the audit log."
+        "Exactly once: the app's rows are re-read inside one serialized transaction, so a second click finds "
+        "the row active and changes nothing. Every attempt is in the audit log."
     )
     left, right = st.columns(2)
     if left.button("Confirm activation", key="activate:confirm", type="primary", width="stretch"):

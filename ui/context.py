@@ -36,7 +36,7 @@ def _settings_key() -> tuple:
 
 
 @st.cache_resource(show_spinner=False)
-def _config(_key: tuple) -> Config:
+def _config(settings: tuple) -> Config:
     return load()
 
 
@@ -119,7 +119,7 @@ def operator() -> Operator:
 
 
 @st.cache_resource(show_spinner=False)
-def _demo_once(_key: tuple) -> dict:
+def _demo_once(db: tuple) -> dict:
     return {"lock": threading.Lock(), "done": False}
 
 

@@ -11,6 +11,8 @@ from ui import context, data
 from ui.text import money_format, to_csv
 
 TIME_FORMAT = "YYYY-MM-DD HH:mm:ss [UTC]"
+ROW_PX = 35  # st.dataframe's default row height
+MAX_ROWS_IN_FULL = 20
 # The id at the end of a dashboard URL is what the link shows.
 _LINK_TEXT = r"https://dashboard\.stripe\.com/(?:test/)?[a-z/]+/([^/?]+)$"
 
@@ -55,6 +57,8 @@ def show(
         st.caption(empty)
         return None
     order = [c for c in columns if c in frame.columns]
+    if height == "auto" and len(frame) <= MAX_ROWS_IN_FULL:
+        height = ROW_PX * (len(frame) + 1) + 3  # every row visible: no inner scrolling for short tables
     return st.dataframe(
         frame[order],
         hide_index=True,

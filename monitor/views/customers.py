@@ -265,7 +265,7 @@ def customer_lookup(engine: Engine, app: AppDatabase, query: str, *, now: dateti
     about it. An unreachable app database is raised for a row id (it alone can answer) and otherwise
     reported in `app_error` beside the Stripe side."""
     query = (query or "").strip()
-    if not query or len(query) > MAX_QUERY_LENGTH:
+    if not query or len(query) > MAX_QUERY_LENGTH or "\x00" in query:
         return None
     now = to_utc(now)
     reads = AppReads()

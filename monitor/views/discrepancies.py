@@ -84,7 +84,9 @@ def _filters(
     if until is not None:
         where.append(when <= to_utc(until))
     search = (text or "").strip()
-    if search:
+    if "\x00" in search:  # no stored text holds NUL (PostgreSQL cannot), and psycopg refuses to send it
+        where.append(false())
+    elif search:
         # Every searched field is also in the payload (JSON, ASCII-escaped as lifecycle writes it), so a
         # plain LIKE on it first rules out most rows cheaply; the JSON is parsed only for those left. CASE
         # keeps that order on PostgreSQL too, whose planner may otherwise parse every payload first.
@@ -183,6 +185,9 @@ def find_findings(
 
 
 def _finding(conn: Connection, finding_id) -> dict | None:
+    finding_id = str(finding_id or "")
+    if not finding_id or len(finding_id) > 64 or "\x00" in finding_id:  # ids are 16 hex digits
+        return None
     row = conn.execute(select(_f).where(_f.c.id == str(finding_id))).first()
     return None if row is None else as_json(row)
 
