@@ -138,13 +138,13 @@ def charts() -> None:
             st.caption("No reconcile has run yet.")
         else:
             low = float(history["parity_pct"].min())
+            span = history["finished_at"].max() - history["finished_at"].min()
+            time_format = "%H:%M:%S" if span < pd.Timedelta(hours=6) else "%b %d %H:%M"
             chart = (
                 alt.Chart(history)
                 .mark_line(point=True)
                 .encode(
-                    x=alt.X(
-                        "finished_at:T", title="reconciled at (UTC)", axis=alt.Axis(format="%m-%d %H:%M")
-                    ),
+                    x=alt.X("finished_at:T", title="reconciled at (UTC)", axis=alt.Axis(format=time_format)),
                     y=alt.Y(
                         "parity_pct:Q",
                         title="payments with an active row (%)",

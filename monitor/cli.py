@@ -133,6 +133,31 @@ def cmd_repair(args, cfg) -> int:
     return result.exit_status
 
 
+def cmd_mapping_check(args, cfg) -> int:
+    from monitor import pipeline
+
+    app = pipeline.open_app_database(cfg)
+    mapping = app.mapping
+    print(f"mapping {mapping.name}: active statuses {', '.join(mapping.active_statuses)}")
+    subs = app.read_subscriptions()
+    active = subs["status"].map(lambda s: isinstance(s, str) and s in mapping.active_statuses).sum()
+    print(f"[subscriptions] ok: {len(subs):,} rows, {active:,} in an active status")
+    if not subs.empty:
+        print(cfg.mask(subs.head(5).to_string(index=False, max_colwidth=28)))
+    log = app.read_webhook_log()
+    if mapping.webhook_log_query is None:
+        print("[webhook_log] not mapped: webhook_failed and webhook_missing are not judged")
+    elif log is None:
+        print("[webhook_log] mapped but its table is absent (optional): no log")
+    else:
+        print(f"[webhook_log] ok: {len(log):,} rows")
+    for name in ("activate", "create"):
+        state = "present" if mapping.repair.get(name) else "absent (the db repair strategy cannot use it)"
+        print(f"[repair] {name}: {state}")
+    app.dispose()
+    return 0
+
+
 def cmd_emulator(args, _cfg) -> int:
     from monitor.emulator import server
 
@@ -223,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy", choices=("db", "webhook"), default="db", help="write the row (db) or re-send the event"
     )
     p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("mapping", help="check the APP_SCHEMA mapping against the app's database")
+    mapping_sub = p.add_subparsers(dest="mapping_command", required=True, metavar="SUBCOMMAND")
+    q = mapping_sub.add_parser("check", help="run the mapping's queries once and show a sample")
+    q.set_defaults(func=cmd_mapping_check)
 
     p = sub.add_parser("emulator", help="run the Stripe emulator in the foreground")
     p.add_argument("--port", type=int, default=12111)

@@ -197,7 +197,7 @@ def go(page, url: str, href: str) -> None:
 
 
 def test_every_page_opens_without_an_exception_and_the_first_shows_the_incident(served, page):
-    url, _, _ = served
+    url, env, _ = served
     page.goto(url)
     settle(page)
     first = main_text(page)
@@ -219,6 +219,14 @@ def test_every_page_opens_without_an_exception_and_the_first_shows_the_incident(
             assert REDIS_ERROR in text
         if name != "dashboard":
             screenshot(page, PAGES[name])
+
+    finding = next(
+        f for f in open_findings(env) if f["kind"] == "paid_without_subscription" and f["amount"] == 14900
+    )
+    go(page, url, f"{links['Discrepancies']}?finding={finding['id']}")
+    text = main_text(page)
+    assert "Stripe side" in text and "App side" in text and REDIS_ERROR in text
+    screenshot(page, "finding_detail")
 
 
 def test_support_activates_the_usd_149_customer_through_the_dialog(served, page):
