@@ -187,7 +187,8 @@ def finding_alert(f: dict, config: Config) -> Alert:
     title = " ".join(p for p in ("CRITICAL:", f["kind"], who, money) if p)
     lines = [f"{f['kind']} (critical): {KINDS[f['kind']][1]}."]
     if who:
-        lines.append(f"Customer: {who}" + (f" ({f['customer_id']})" if f.get("customer_id") != who else ""))
+        customer = f.get("customer_id")
+        lines.append(f"Customer: {who}" + (f" ({customer})" if customer and customer != who else ""))
     if money:
         lines.append(f"Amount: {money}")
     if f.get("payment_id"):

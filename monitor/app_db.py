@@ -26,22 +26,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from monitor.config import mask_url
 from monitor.db import make_engine
 from monitor.errors import AppDatabaseError, MappingError
+from monitor.reconcile import SUBSCRIPTION_COLUMNS  # the canonical columns a mapping returns
 
 PRESETS = Path(__file__).with_name("presets")
-SUBSCRIPTION_COLUMNS = (
-    "id",
-    "email",
-    "customer_id",
-    "checkout_session_id",
-    "payment_intent_id",
-    "stripe_subscription_id",
-    "amount",
-    "currency",
-    "status",
-    "created_at",
-    "activated_at",
-    "current_period_end",
-)
 WEBHOOK_LOG_COLUMNS = ("event_id", "type", "received_at", "processed_at", "status", "error")
 _TIME_COLUMNS = ("created_at", "activated_at", "current_period_end", "received_at", "processed_at")
 _ID_COLUMNS = ("customer_id", "checkout_session_id", "payment_intent_id", "stripe_subscription_id")

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from monitor.emulator.shapes import example, examples
+from monitor.webhook_health import REQUIRED_EVENT_TYPES
 
 DEMO_EXPECTED_WEBHOOK_URL = "https://app.example-saas.com/stripe/webhook"
 DEMO_STAGING_WEBHOOK_URL = "https://staging.example-saas.com/stripe/webhook"
@@ -32,15 +33,8 @@ INCIDENT_EMAIL = "dana.whitfield@example.com"
 REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 API_VERSION = "2026-10-28.endive"
 DEFAULT_SEED = 149
-ENABLED_EVENTS = [
-    "checkout.session.completed",
-    "invoice.paid",
-    "invoice.payment_failed",
-    "charge.refunded",
-    "charge.dispute.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-]
+# The endpoint receives exactly the payment-relevant types the monitor requires.
+ENABLED_EVENTS = list(REQUIRED_EVENT_TYPES)
 
 DAY = 86400
 HOUR = 3600

@@ -128,25 +128,31 @@ def _resolve_stripe_id(conn: Connection, seeds: _Seeds, object_id: str, depth: i
             _resolve_stripe_id(conn, seeds, about, depth + 1)
 
 
-def _seed(conn: Connection, app: AppDatabase, query: str) -> _Seeds | None:
+def _seed(conn: Connection, query: str) -> _Seeds | None:
+    """What an e-mail or a Stripe id names; None for any other shape."""
     seeds = _Seeds()
     if _EMAIL.fullmatch(query):
         seeds.add(email=query)
     elif _STRIPE_ID.fullmatch(query):
         _resolve_stripe_id(conn, seeds, query)
-    elif _ROW_ID.fullmatch(query):
-        # The app being unreachable is an error here, not "no such customer": raised to the page.
-        rows = app.find_rows(id=query)
-        for r in rows.to_dict("records"):
-            seeds.add(
-                email=r["email"],
-                customer_id=r["customer_id"],
-                objects=[r["checkout_session_id"], r["payment_intent_id"]],
-                subscription_id=r["stripe_subscription_id"],
-            )
-        seeds.rows.append(rows)
     else:
         return None
+    return seeds
+
+
+def _seed_from_row(app: AppDatabase, row_id: str) -> _Seeds:
+    """What an app row names. The app being unreachable is an error here, not "no such customer": it is
+    raised to the page."""
+    seeds = _Seeds()
+    rows = app.find_rows(id=row_id)
+    for r in rows.to_dict("records"):
+        seeds.add(
+            email=r["email"],
+            customer_id=r["customer_id"],
+            objects=[r["checkout_session_id"], r["payment_intent_id"]],
+            subscription_id=r["stripe_subscription_id"],
+        )
+    seeds.rows.append(rows)
     return seeds
 
 
@@ -210,7 +216,9 @@ def _app_rows(app: AppDatabase, reads: AppReads, seeds: _Seeds, payments: pd.Dat
 
 
 def _id_key(row_id):
-    return (0, row_id, "") if isinstance(row_id, int) else (1, 0, str(row_id))
+    """Numbers before text, each in its natural order (row ids are whatever the app's schema uses)."""
+    row_id = plain(row_id)
+    return (0, row_id, "") if isinstance(row_id, int | float) else (1, 0, str(row_id))
 
 
 def _status_in_app(pay: dict, rows: pd.DataFrame) -> str:
@@ -269,8 +277,10 @@ def customer_lookup(engine: Engine, app: AppDatabase, query: str, *, now: dateti
         return None
     now = to_utc(now)
     reads = AppReads()
+    # The app is read outside the store's connection, which on SQLite holds a lock while open.
+    seeds = _seed_from_row(app, query) if _ROW_ID.fullmatch(query) else None
     with engine.connect() as conn:
-        seeds = _seed(conn, app, query)
+        seeds = seeds or _seed(conn, query)
         if seeds is None:
             return None
         names = _expand(conn, seeds)
@@ -317,7 +327,8 @@ def customer_lookup(engine: Engine, app: AppDatabase, query: str, *, now: dateti
             *finding_entries(findings),
         ]
     )
-    emails = sorted(seeds.emails)
+    asked = query.lower()
+    emails = sorted(seeds.emails, key=lambda e: (e != asked, e))  # the e-mail asked for first
     customer_ids = sorted(seeds.customer_ids)
     named = [n for n in (names.get(c) for c in customer_ids) if n]
     return CustomerView(

@@ -218,16 +218,14 @@ def _app_rows(app: AppDatabase, reads: AppReads, finding: dict, payment: dict | 
     return records(rows[linked]), records(rows[~linked])
 
 
-def _event(conn: Connection, app: AppDatabase, reads: AppReads, event_id: str | None, *, now: datetime):
+def _event(stored: dict | None, event_id: str | None, log: pd.DataFrame | None, *, now: datetime):
     """(the event as a dict with its delivery state and the app's log rows for it, those log rows)."""
     if not event_id:
         return None, None
-    stored = events_by_id(conn, [event_id]).get(event_id)
     event = (
         dict(stored) if stored else {"id": event_id, "type": None, "created": None, "pending_webhooks": None}
     )
     event["in_store"] = stored is not None
-    log = reads(app.read_webhook_log)
     if log is not None:
         log = log[log["event_id"] == event_id].sort_values("received_at", kind="stable")
     event["log"] = records(log)
@@ -263,12 +261,13 @@ def finding_detail(
         payments, extras = payments_by_id(conn, [payment_id] if payment_id else [])
         payment = records(payments)[0] if len(payments) else None
         raw = stripe_object(conn, payment_id)
-        event, log = _event(
-            conn, app, reads, finding.get("event_id") or (payment or {}).get("event_id"), now=now
-        )
+        event_id = finding.get("event_id") or (payment or {}).get("event_id")
+        stored = events_by_id(conn, [event_id]).get(event_id) if event_id else None
         repairs = repairs_for(conn, [payment_id] if payment_id else [])
         around = (payment or {}).get("created") or _at(finding.get("occurred_at"))
         outages = outages_between(conn, around - BEFORE_PAYMENT, around + AFTER_PAYMENT) if around else []
+    # The app's side is read after the store's connection is given back (on SQLite it holds a lock).
+    event, log = _event(stored, event_id, reads(app.read_webhook_log) if event_id else None, now=now)
     rows, candidates = _app_rows(app, reads, finding, payment)
     livemode = payment["livemode"] if payment else (event or {}).get("livemode")
     linked_to = payment_id or (event or {}).get("id") or finding.get("customer_id")
