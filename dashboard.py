@@ -52,7 +52,7 @@ def live_numbers() -> None:
     if risk:
         for column, (currency, amount) in zip(cols[3:], sorted(risk.items()), strict=False):
             column.metric(
-                f"At risk ({currency.upper()})",
+                f"At risk ({md_escape(str(currency).upper(), 12)})",
                 money(amount, currency),
                 help="paid, and no active subscription: paid_without_subscription + subscription_not_active",
             )
@@ -124,7 +124,7 @@ def charts() -> None:
                 alt.Chart(by_kind)
                 .mark_bar()
                 .encode(
-                    x=alt.X("open:Q", title="open findings"),
+                    x=alt.X("open:Q", title="open findings", axis=alt.Axis(tickMinStep=1, format="d")),
                     y=alt.Y("kind:N", sort="-x", title=None, axis=alt.Axis(labelLimit=240)),
                     color=alt.Color("severity:N", scale=SEVERITY_COLORS),
                     tooltip=["kind", "severity", "open"],

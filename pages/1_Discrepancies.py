@@ -114,15 +114,20 @@ if detail is None:
 f = detail["finding"]
 payment = detail.get("payment") or {}
 st.divider()
-st.header(f"{f['kind'].replace('_', ' ').capitalize()}", anchor=False)
+st.header(md_escape(f["kind"].replace("_", " ").capitalize()), anchor=False)
 st.caption(
     f"{md_escape(f.get('severity'))} · {md_escape(f.get('status'))} · finding {md_escape(f.get('id'))} · "
     f"first seen {md_escape(utc(f.get('first_seen')))} · last seen {md_escape(utc(f.get('last_seen')))}"
 )
 m1, m2, m3 = st.columns(3)
 m1.metric("Amount", money(f.get("amount"), f.get("currency")) or "-")
-m2.metric("Customer", short(f.get("customer_email") or payment.get("customer_email") or "-", 60))
-m3.metric("Payment", short(f.get("payment_id") or "-", 40))
+# A metric's value is Markdown (e-mails become links): Stripe's and the customer's text goes in st.text.
+with m2:
+    st.caption("Customer")
+    st.text(short(f.get("customer_email") or payment.get("customer_email") or "-", 80))
+with m3:
+    st.caption("Payment")
+    st.text(short(f.get("payment_id") or "-", 80))
 
 st.markdown("**Why (root-cause hint)**")
 hint = one_line(f.get("hint"))

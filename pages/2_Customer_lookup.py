@@ -54,7 +54,7 @@ if view is None:
 # --- who -----------------------------------------------------------------------------------------------
 c = view.customer
 name = one_line(c.get("name"))
-st.header(short(name or c.get("email") or "Unnamed customer", 80), anchor=False)
+st.header(md_escape(name or c.get("email") or "Unnamed customer", 80), anchor=False)
 if len(name) > 80:
     with st.expander("Full name as Stripe has it"):
         st.code(name, language=None, wrap_lines=True)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from monitor.models import now_utc
 from ui import context, data, tables
-from ui.text import money, with_major
+from ui.text import md_escape, money, with_major
 
 PERIODS = {"Day": "day", "Week": "week", "Month": "month"}
 
@@ -58,15 +58,12 @@ if totals.empty:
     st.caption("No payment in this range.")
 for row in totals.to_dict("records"):
     cur = row["currency"]
+    label = md_escape(str(cur).upper(), 12)  # a label is Markdown: Stripe-supplied text, escaped
     cols = st.columns(4)
-    cols[0].metric(
-        f"Paid ({cur.upper()})", money(row["paid_amount"], cur), help=f"{row['payments']} payments"
-    )
-    cols[1].metric(f"Activated ({cur.upper()})", money(row["activated_amount"], cur))
-    cols[2].metric(f"At risk ({cur.upper()})", money(row["at_risk_amount"], cur), help="paid, no active row")
-    cols[3].metric(
-        f"Parity ({cur.upper()})", f"{row['parity_pct']:.1f} %" if pd.notna(row["parity_pct"]) else "-"
-    )
+    cols[0].metric(f"Paid ({label})", money(row["paid_amount"], cur), help=f"{row['payments']} payments")
+    cols[1].metric(f"Activated ({label})", money(row["activated_amount"], cur))
+    cols[2].metric(f"At risk ({label})", money(row["at_risk_amount"], cur), help="paid, no active row")
+    cols[3].metric(f"Parity ({label})", f"{row['parity_pct']:.1f} %" if pd.notna(row["parity_pct"]) else "-")
 
 # --- by period -------------------------------------------------------------------------------------
 st.subheader(f"Parity by {period}")
@@ -132,7 +129,7 @@ def issues(title: str, name: str, explain: str) -> None:
     if sums:
         cols = st.columns(max(len(sums), 1))
         for column, (cur, amount) in zip(cols, sorted(sums.items()), strict=False):
-            column.metric(f"Total ({cur.upper()})", money(amount, cur))
+            column.metric(f"Total ({md_escape(str(cur).upper(), 12)})", money(amount, cur))
     tables.show(
         _majors(tables.linkify(frame, "payment_id"), "amount") if len(frame) else frame,
         {

@@ -20,22 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monitor.config import SETTINGS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Settings the monitor reads from the environment. A test's subprocess starts without any of them, so a
 # developer's shell (or CI's) never leaks into a test; each test passes what it means.
+# Every setting of monitor.config (and those later parts read), so a test's subprocess sees only its own.
 MONITOR_ENV_VARS = (
-    "STRIPE_API_KEY",
-    "STRIPE_API_BASE",
-    "MONITOR_DATABASE_URL",
-    "APP_DATABASE_URL",
-    "REDIS_URLS",
-    "APP_SCHEMA",
-    "GRACE_MINUTES",
-    "EXPECTED_WEBHOOK_URL",
-    "WEBHOOK_SECRET",
-    "OPERATOR_ROLES",
-    "ALERT_URLS",
+    *(setting.name for setting in SETTINGS),
+    "TRUSTED_PROXY_HEADER",
+    "MONITOR_CONFIG",
 )
 
 INSTALL_HINT = "run `make test`, which installs them (as root through apt-get), or install them yourself"

@@ -286,6 +286,19 @@ def test_acknowledging_keeps_the_finding_visible_with_its_note(own_copy, use):
     assert (status, note, by) == ("acknowledged", "price change agreed, ticket #42", "demo-operator")
 
 
+def test_run_checks_now_syncs_reconciles_and_probes_with_progress(own_copy, use):
+    use(own_copy)
+    at = open_page()
+    at.button(key="run-checks").click().run()
+    no_exception(at)
+    done = unescaped(" ".join(s.value for s in at.success))
+    assert "Checks done: verdict CRITICAL" in done
+    con = sqlite3.connect(own_copy / "monitor.db")
+    jobs = [j for (j,) in con.execute("SELECT job FROM job_runs ORDER BY id DESC LIMIT 2")]
+    con.close()
+    assert jobs == ["reconcile", "sync"]
+
+
 def test_webhooks_shows_the_staging_url_beside_the_expected_one(demo, use):
     use(demo)
     at = open_page(PAGES[2])

@@ -207,18 +207,16 @@ def test_one_of_several_processes_leads_and_a_standby_takes_over_when_it_dies(n,
 @pytest.mark.slow
 def test_on_sqlite_a_second_process_says_clearly_that_it_stands_by(tmp_path):
     env = jobs_env(tmp_path, f"sqlite:///{tmp_path / 'monitor.db'}")
-    first = JobsChild(env, tmp_path / "first.log", LEASE_ARGS)
-    second = None
+    children = [JobsChild(env, tmp_path / f"jobs{i}.log", LEASE_ARGS) for i in range(2)]
     try:
-        wait_until(lambda: first.says("leading:"), 20, "the first process leading")
-        second = JobsChild(env, tmp_path / "second.log", LEASE_ARGS)
-        wait_until(lambda: second.says("standing by:"), 20, "the second process standing by")
+        wait_until(lambda: any(c.says("leading:") for c in children), 20, "one process leading")
+        first = next(c for c in children if c.says("leading:"))
+        second = next(c for c in children if c is not first)
+        wait_until(lambda: second.says("standing by:"), 20, "the other process standing by")
         line = next(x for x in second.log().splitlines() if "standing by:" in x)
-        assert f":{first.pid}:" in line and "leads (lease until" in line
+        assert f":{first.pid}:" in line and "leads (lease until" in line and "SQLite" in line
         assert not second.says("leading:")
-        assert second.terminate()[0] == 0
-        assert first.terminate()[0] == 0
+        assert second.terminate()[0] == 0  # a standby has nothing to finish: it stops at once
     finally:
-        first.kill()
-        if second is not None:
-            second.kill()
+        for c in children:
+            c.kill()

@@ -15,17 +15,18 @@ import pytest
 from sqlalchemy import Engine, func, insert, select, text
 
 from monitor import actions, config, lifecycle, pipeline, repair, store, views
-from monitor.app_db import AppDatabase
+from monitor.app_db import AppDatabase, load_mapping
 from monitor.emulator.demo import (
     DEMO_EXPECTED_WEBHOOK_URL,
     DEMO_STAGING_WEBHOOK_URL,
     INCIDENT_EMAIL,
     REDIS_ERROR,
 )
-from monitor.errors import BadInput
+from monitor.errors import AppDatabaseError, BadInput
 from monitor.findings import KINDS, Finding, finding_id
 from monitor.models import FindingRow, JobRun, now_utc
 from monitor.webhook_health import PAYMENT_EVENT_TYPES, delivery_countdowns
+from tests.services import free_port
 
 COMPONENT_ORDER = ["redis:channels", "monitor_db", "app_db", "stripe_api", "webhook_endpoint", "scheduler"]
 INJECTIONS = [
@@ -444,6 +445,23 @@ def test_customer_lookup_of_a_hostile_string_is_none_and_changes_nothing(demo, h
     assert len(demo.app.read_subscriptions()) == rows_before
 
 
+def test_an_unreachable_app_database_is_shown_beside_the_stripe_side_not_hidden(demo):
+    dead = AppDatabase(f"postgresql://postgres@127.0.0.1:{free_port()}/app", load_mapping("default"))
+    try:
+        detail = views.finding_detail(demo.engine, dead, incident(demo)["id"])
+        assert "cannot connect to the app database" in detail["app_error"]
+        assert detail["stripe_object"]["amount_total"] == 14900 and detail["event"]["pending_webhooks"] == 1
+        view = views.customer_lookup(demo.engine, dead, INCIDENT_EMAIL, now=now_utc())
+        assert "cannot connect" in view.app_error and len(view.payments) == 1
+        overview = views.webhook_overview(demo.engine, dead, demo.cfg, now=now_utc())
+        assert "cannot connect" in overview["app_error"]
+        assert overview["failed"]["error"].isna().all() and len(overview["failed"]) == 1
+        with pytest.raises(AppDatabaseError):  # a row id only the app can answer
+            views.customer_lookup(demo.engine, dead, "12", now=now_utc())
+    finally:
+        dead.dispose()
+
+
 # --- Webhooks, infrastructure, finance ------------------------------------------------------------------
 
 
@@ -553,7 +571,8 @@ def test_finance_lists_refunded_but_active_and_active_without_payment_with_total
     refunded = [f for f in all_findings(demo.engine) if f["kind"] == "refunded_but_active"]
     assert set(result["refunded_but_active"]["payment_id"]) == {f["payment_id"] for f in refunded}
     assert result["refunded_but_active_totals"] == {"usd": sum(f["amount"] for f in refunded)}
-    assert len(result["active_without_payment"]) == 1
+    assert result["refunded_but_active_count"] == len(refunded) == 2
+    assert len(result["active_without_payment"]) == result["active_without_payment_count"] == 1
     assert result["active_without_payment_totals"] == {"usd": 14900}
     with pytest.raises(ValueError, match="period"):
         views.finance(demo.engine, period="year", since=now, until=now)

@@ -40,10 +40,6 @@ def unindexed(column) -> ColumnElement:
     return column.concat("")
 
 
-def utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else to_utc(moment)
-
-
 def epoch(moment: datetime) -> int:
     """Unix seconds, how the store keeps Stripe's `created`."""
     return int(to_utc(moment).timestamp())

@@ -26,7 +26,6 @@ PARITY_COLUMNS = (
 )
 TOTAL_COLUMNS = PARITY_COLUMNS[1:]
 ISSUE_COLUMNS = ("payment_id", "customer_email", "amount", "currency", "first_seen", "hint", "id", "status")
-MAX_ISSUES = 10_000
 _f = FindingRow.__table__
 _payments = table(
     "payments",
@@ -94,9 +93,14 @@ def _with_parity(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(parity_pct=pct.astype("float64"))
 
 
-def _issues(conn: Connection, kind: str) -> tuple[pd.DataFrame, dict[str, int]]:
+def _issues(conn: Connection, kind: str, limit: int) -> tuple[pd.DataFrame, dict[str, int], int]:
     where = (_f.c.kind == kind, _f.c.status.in_(CURRENT))
-    rows = conn.execute(
+    # The newest ids first, then their rows: sorting narrow rows, not their payloads.
+    ids = conn.execute(
+        select(_f.c.id).where(*where).order_by(_f.c.first_seen.desc(), _f.c.id.desc()).limit(limit)
+    ).scalars()
+    position = {finding_id: i for i, finding_id in enumerate(ids)}
+    found = conn.execute(
         select(
             _f.c.payment_id,
             _f.c.customer_email,
@@ -106,30 +110,30 @@ def _issues(conn: Connection, kind: str) -> tuple[pd.DataFrame, dict[str, int]]:
             _f.c.payload,
             _f.c.id,
             _f.c.status,
-        )
-        .where(*where)
-        .order_by(_f.c.first_seen.desc(), _f.c.id.desc())
-        .limit(MAX_ISSUES)
+        ).where(_f.c.id.in_(list(position)))
     ).all()
+    rows = sorted(found, key=lambda r: position[r.id])
     df = frame(
         [(*r[:5], loads(r.payload, {}).get("hint", ""), r.id, r.status) for r in rows],
         ISSUE_COLUMNS,
         times=("first_seen",),
     )
     totals = conn.execute(
-        select(_f.c.currency, func.sum(_f.c.amount))
-        .where(*where, _f.c.currency.is_not(None), _f.c.amount.is_not(None))
-        .group_by(_f.c.currency)
+        select(_f.c.currency, func.sum(_f.c.amount), func.count()).where(*where).group_by(_f.c.currency)
     ).all()
-    return nullable_int(df, "amount"), {c: int(n) for c, n in sorted(totals)}
+    money = {
+        c: int(amount) for c, amount, _ in sorted(totals, key=lambda t: str(t[0])) if c and amount is not None
+    }
+    return nullable_int(df, "amount"), money, sum(n for _, _, n in totals)
 
 
-def finance(engine: Engine, *, period: str, since: datetime, until: datetime) -> dict:
+def finance(engine: Engine, *, period: str, since: datetime, until: datetime, limit: int = 1000) -> dict:
     """{"parity": PARITY_COLUMNS per period and currency, oldest first, for payments created in [since,
     until] (both inclusive; weeks start on Monday, all in UTC), "totals": TOTAL_COLUMNS per currency over
     the whole range, "refunded_but_active" and "active_without_payment": ISSUE_COLUMNS of the open and
-    acknowledged findings of that kind (all of them, not only the range's), "refunded_but_active_totals"
-    and "active_without_payment_totals": {currency: minor units}}.
+    acknowledged findings of that kind (all of them, not only the range's; the newest `limit`),
+    "refunded_but_active_totals" and "active_without_payment_totals": {currency: minor units} over all
+    of them, "refunded_but_active_count" and "active_without_payment_count": how many in all}.
 
     A payment counts as activated unless an open or acknowledged paid_without_subscription or
     subscription_not_active finding is about it (an acknowledgement gives the customer nothing)."""
@@ -137,8 +141,8 @@ def finance(engine: Engine, *, period: str, since: datetime, until: datetime) ->
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     with engine.connect() as conn:
         days = _per_day(conn, since, until)
-        refunded, refunded_totals = _issues(conn, "refunded_but_active")
-        orphans, orphan_totals = _issues(conn, "active_without_payment")
+        refunded, refunded_totals, refunded_count = _issues(conn, "refunded_but_active", limit)
+        orphans, orphan_totals, orphan_count = _issues(conn, "active_without_payment", limit)
     sums = ["payments", "activated_payments", "paid_amount", "at_risk_amount"]
     by_period = (
         days.assign(period_start=_period_start(days["day"], period))
@@ -152,6 +156,8 @@ def finance(engine: Engine, *, period: str, since: datetime, until: datetime) ->
         "totals": _with_parity(totals)[list(TOTAL_COLUMNS)].reset_index(drop=True),
         "refunded_but_active": refunded,
         "refunded_but_active_totals": refunded_totals,
+        "refunded_but_active_count": refunded_count,
         "active_without_payment": orphans,
         "active_without_payment_totals": orphan_totals,
+        "active_without_payment_count": orphan_count,
     }
