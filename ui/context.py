@@ -124,13 +124,19 @@ def _demo_once(db: tuple) -> dict:
 
 
 def _demo_needs_refresh(cfg: Config, eng: Engine) -> bool:
-    """The demo has no scheduler: its data is stale when nothing was reconciled after the last sync, or
-    when the newest probe result is only the demo's built-in history (or older than two probe intervals)."""
+    """Whether the demo's data needs one run of the checks: not while `python -m jobs` is running; else when
+    nothing was reconciled after the last sync, or the newest probe result is only the demo's built-in
+    history (or older than two probe intervals)."""
     from sqlalchemy import func, select
 
     from monitor.models import ProbeResultRow
 
     with eng.connect() as conn:
+        heartbeat = store.last_run_started(conn, pipeline.SCHEDULED_JOBS)
+        if heartbeat is not None and now_utc() - heartbeat < timedelta(
+            seconds=2 * min(cfg.sync_interval, cfg.probe_interval)
+        ):
+            return False  # `python -m jobs` is running (make run starts it): it keeps the demo fresh
         synced = store.last_successful_run(conn, ("sync", "jobs:sync"))
         reconciled = store.last_successful_run(conn, ("reconcile", "jobs:sync"))
         probed = conn.execute(select(func.max(ProbeResultRow.checked_at))).scalar()
