@@ -16,6 +16,7 @@ DEV_STAMP     := $(VENV)/.installed-dev
 help:
 	@echo "make run     set up .venv and run the monitor (demo mode when STRIPE_API_KEY is unset)"
 	@echo "make test    set up .venv with dev tools, install redis/PostgreSQL/Chromium if missing, run pytest"
+	@echo "make bench   set up .venv with dev tools, run the benchmark (~15 min), write BENCHMARKS.md (BENCH_ARGS=...)"
 	@echo "make lint    ruff format --check and ruff check"
 	@echo "make fmt     ruff format and ruff check --fix"
 	@echo "make venv    create .venv and install requirements.txt"
@@ -49,6 +50,10 @@ run: venv
 
 test: dev system
 	$(PY) -m pytest
+
+.PHONY: bench
+bench: dev
+	$(PY) -m monitor.bench $(BENCH_ARGS)
 
 lint: dev
 	$(RUFF) format --check .

@@ -228,7 +228,9 @@ def seconds(s: float) -> str:
         return f"{s:.1f} s"
     if s >= 1:
         return f"{s:.2f} s"
-    return f"{s:.3f} s"
+    if s >= 0.01:
+        return f"{s:.3f} s"
+    return f"{s * 1000:.1f} ms"
 
 
 def count(n: float) -> str:

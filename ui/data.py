@@ -65,6 +65,7 @@ def find_findings(
         text=text or None,
         limit=limit,
         offset=offset,
+        critical_first=True,  # triage: a paid customer without access before a missing log line
     )
 
 

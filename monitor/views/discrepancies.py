@@ -129,10 +129,12 @@ def find_findings(
     text: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    critical_first: bool = False,
 ) -> tuple[pd.DataFrame, int]:
     """(one page of findings as a frame of FINDING_COLUMNS, how many match in all).
 
-    Newest first by last_seen, then first_seen (then id, so pages never overlap). None or an empty
+    Newest first by last_seen, then first_seen (then id, so pages never overlap); with `critical_first`,
+    critical findings before warnings (triage: many webhook_missing warnings must not bury a payment). None or an empty
     collection means "any" for kinds, severities and statuses. since/until bound occurred_at (first_seen
     when the finding has none), inclusive. `text` is searched literally and case-insensitively in the
     payment id, the e-mail, the kind, the finding's key (the ids it is about: event, row) and the hint."""
@@ -153,6 +155,8 @@ def find_findings(
         # anyway, so it counts in the same pass (a window count); otherwise the count is an index count
         # and the ordered scan stops at the page.
         order = (_f.c.last_seen.desc(), _f.c.first_seen.desc(), _f.c.id.desc())
+        if critical_first:
+            order = (case((_f.c.severity == "critical", 0), else_=1), *order)
         page = select(_f.c.id).where(*where).order_by(*order).limit(limit).offset(offset)
         total = None
         if "search" in params:
