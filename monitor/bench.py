@@ -836,8 +836,9 @@ def naive_loop(emulator: Emulator, progress_every: int) -> tuple[int, float, int
 # --- 4: reconciliation -------------------------------------------------------------------------------------
 
 
-def build_recon_store(store_url: str, app_url: str, n: int, now: int) -> dict:
-    """A store holding `n` synthetic payments (as the sync saves them) and an app database with their rows."""
+def build_recon_store(store_url: str, n: int, now: int) -> tuple[int, list[dict]]:
+    """A store holding `n` synthetic payments, saved as the sync saves them; (objects saved, their app
+    rows in the default schema)."""
     payments, subscriptions = synthetic_frames(n, now)
     engine = store.open_store(store_url)
     saved = 0
@@ -847,13 +848,26 @@ def build_recon_store(store_url: str, app_url: str, n: int, now: int) -> dict:
                 saved += store.save_objects(conn, chunk, snapshot_at=now)
     finally:
         engine.dispose()
-    create_default_schema(app_url, app_rows(subscriptions))
-    # The naive loop looks rows up by these ids: give it the indexes any app would have for that.
-    with contextlib.closing(sqlite3.connect(make_url(app_url).database)) as con:
-        for column in ("stripe_checkout_session_id", "stripe_payment_intent_id", "stripe_subscription_id"):
-            con.execute(f"CREATE INDEX IF NOT EXISTS bench_{column} ON subscriptions ({column})")
-        con.commit()
-    return {"objects": saved, "payments": len(payments), "rows": len(subscriptions)}
+    return saved, app_rows(subscriptions)
+
+
+def build_app_db(url: str, rows: list[dict]) -> None:
+    """An app database of the default schema holding `rows`, with the indexes any app has on the ids
+    it looks rows up by (the naive loop uses them; the bulk read does not)."""
+    create_default_schema(url, rows)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for column in (
+                "stripe_checkout_session_id",
+                "stripe_payment_intent_id",
+                "stripe_subscription_id",
+            ):
+                conn.execute(text(f"CREATE INDEX bench_{column} ON subscriptions ({column})"))
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("ANALYZE subscriptions"))
+    finally:
+        engine.dispose()
 
 
 def child_reconcile(args: argparse.Namespace) -> dict:

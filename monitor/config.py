@@ -98,6 +98,12 @@ SETTINGS: tuple[Setting, ...] = (
         "METRICS_PORT", "port where `python -m jobs` serves Prometheus metrics on 127.0.0.1", "unset: off"
     ),
     Setting(
+        "TRUSTED_PROXY_HEADER",
+        "request header naming the signed-in operator, set by an authenticating proxy such as oauth2-proxy "
+        "(`X-Forwarded-Email`); safe only behind a proxy that strips clients' own copies of it",
+        "unset: sign-in through `st.login` when `.streamlit/secrets.toml` has `[auth]`, else read-only",
+    ),
+    Setting(
         "STRIPE_RATE_LIMIT",
         "requests/s the sync may send to Stripe, across all its threads (Stripe allows 25 in test mode, 100 live)",
         "`20` for test keys, `80` for live keys",
@@ -132,6 +138,7 @@ class Config:
     alerts_per_hour: int = 30
     metrics_port: int | None = None
     stripe_rate_limit: int | None = None  # None in demo mode: the in-process emulator needs no limit
+    trusted_proxy_header: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -302,6 +309,13 @@ def _parse_roles(raw: Mapping[str, str]) -> dict[str, str]:
     return roles
 
 
+def _parse_header_name(raw: Mapping[str, str]) -> str | None:
+    value = _nonempty(raw, "TRUSTED_PROXY_HEADER")
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9-]+", value):
+        raise _bad("TRUSTED_PROXY_HEADER", value, "an HTTP header name such as X-Forwarded-Email")
+    return value
+
+
 def _parse_schema(raw: Mapping[str, str]) -> str:
     value = _nonempty(raw, "APP_SCHEMA") or "default"
     if value in ("default", "djstripe"):
@@ -373,6 +387,7 @@ def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None
         )
         if key or _nonempty(raw, "STRIPE_RATE_LIMIT")
         else None,
+        trusted_proxy_header=_parse_header_name(raw),
         metrics_port=_parse_int(raw, "METRICS_PORT", 0, 1, 65535) if _nonempty(raw, "METRICS_PORT") else None,
         secrets=tuple(s for s in secrets if s),
     )
