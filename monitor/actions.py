@@ -1,32 +1,83 @@
-"""The dashboard's write actions, one function per button. Activation is monitor.repair.activate itself
-(dry_run=True for the dialog's plan, then for real): it checks the role and keeps its own ledger.
+"""The dashboard's actions, one function per button, each checking the operator's role itself at every
+call (issue 7: never only by hiding a button). Activation is monitor.repair.activate itself (dry_run=True
+for the dialog's plan, then for real): it checks the role and keeps its own ledger.
 
-Acknowledgements are recorded as job_runs rows (job "action:acknowledge", outcome ok or failed, the
-reason as the error, finding id, operator, role and note in counts): the audit log shows them beside the
-other runs, and a refusal leaves the same trace as a success. Not in the repairs ledger, which is about
-payments and subscriptions."""
+Acknowledgements and CSV exports are recorded as job_runs rows (jobs "action:acknowledge" and
+"action:export", outcome ok or failed, the reason as the error, operator, role and what was asked in
+counts): the audit log shows them beside the other runs, and a refusal leaves the same trace as a
+success. A signed-in person who is not in OPERATOR_ROLES is turned away from the dashboard by
+`authorize_view`, and each such refusal is recorded too ("action:view"). Not in the repairs ledger, which
+is about payments and subscriptions."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from sqlalchemy import Engine, select, update
 
 from monitor import pipeline, store
-from monitor.config import Config
+from monitor.config import ROLES, Config
 from monitor.errors import BadInput, MonitorError
 from monitor.lifecycle import ACKNOWLEDGED, OPEN
 from monitor.models import FindingRow, now_utc
-from monitor.repair import role_of
+from monitor.repair import ACTIVATING_ROLES, role_of
 
-ACKNOWLEDGING_ROLES = ("support", "admin")
+# Who may do what (issue 7 "Roles"): viewer reads, finance also exports, support also activates and
+# acknowledges, admin everything. Activation's own list is monitor.repair.ACTIVATING_ROLES.
+VIEWING_ROLES = ROLES
+EXPORTING_ROLES = ("finance", *ACTIVATING_ROLES)
+ACKNOWLEDGING_ROLES = ACTIVATING_ROLES
 ACKNOWLEDGE_JOB = "action:acknowledge"
+EXPORT_JOB = "action:export"
+VIEW_JOB = "action:view"
 MAX_NOTE = 2000
 RUN_STEPS = ("sync", "reconcile", "check")
 
 
 class Forbidden(MonitorError):
     """The operator's role does not allow the action; the message says who may."""
+
+
+def _role(role: str | None) -> str:
+    return f"role {role}" if role else "not in OPERATOR_ROLES"
+
+
+def authorize_export(
+    engine: Engine, config: Config, operator: str, what: str, rows: int | None = None
+) -> str:
+    """Check, at every export, that `operator` may download data as CSV (finance, support or admin from
+    OPERATOR_ROLES; everyone in the demo). Returns the role. Raises Forbidden for anyone else and BadInput
+    for a missing operator. Every call, granted or refused, is recorded (see the module docstring), so the
+    audit log says who took which table out of the dashboard."""
+    operator = (operator or "").strip()
+    with store.RunRecorder(engine, EXPORT_JOB) as run:
+        role = role_of(config, operator) if operator else None
+        run.counts = {"operator": operator, "role": role, "export": str(what)[:200], "rows": rows}
+        if not operator:
+            raise BadInput("an operator is required (who is exporting?)")
+        if role not in EXPORTING_ROLES:
+            raise Forbidden(f"{operator} may not export data ({_role(role)}; finance, support or admin may)")
+        return role
+
+
+def authorize_view(engine: Engine, config: Config, operator: str) -> str:
+    """Check that a signed-in `operator` may see the dashboard at all: any role in OPERATOR_ROLES (viewer,
+    finance, support, admin). Returns the role; raises Forbidden, and records the refusal, for anyone else
+    (signed in with the identity provider, or named by the proxy, yet not in OPERATOR_ROLES). Granted views
+    are not recorded: reading is not an action."""
+    operator = (operator or "").strip()
+    role = role_of(config, operator) if operator else None
+    if operator and role in VIEWING_ROLES:
+        return role
+    refusal = Forbidden(
+        f"{operator or 'nobody'} may not use the dashboard ({_role(role)}; an admin adds people to "
+        "OPERATOR_ROLES)"
+    )
+    with contextlib.suppress(Forbidden), store.RunRecorder(engine, VIEW_JOB) as run:
+        run.counts = {"operator": operator, "role": role}
+        raise refusal  # recorded as a failed run with the reason, then raised to the caller below
+    raise refusal
 
 
 def acknowledge(engine: Engine, config: Config, finding_id: str, operator: str, note: str) -> None:
@@ -43,10 +94,7 @@ def acknowledge(engine: Engine, config: Config, finding_id: str, operator: str, 
         if not operator:
             raise BadInput("an operator is required (who is acknowledging?)")
         if role not in ACKNOWLEDGING_ROLES:
-            raise Forbidden(
-                f"{operator} may not acknowledge findings "
-                f"({'role ' + role if role else 'not in OPERATOR_ROLES'}; support or admin may)"
-            )
+            raise Forbidden(f"{operator} may not acknowledge findings ({_role(role)}; support or admin may)")
         if not note:
             raise BadInput("a note is required: say why the finding is acknowledged")
         if len(note) > MAX_NOTE:

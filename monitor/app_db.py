@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from monitor.config import mask_url
-from monitor.db import make_engine
+from monitor.db import make_engine, read_frame
 from monitor.errors import AppDatabaseError, MappingError
 from monitor.reconcile import SUBSCRIPTION_COLUMNS  # the canonical columns a mapping returns
 
@@ -59,48 +59,138 @@ class Mapping:
     repair: dict[str, str]
 
 
-def _require(section: dict, key: str, where: str, kind: type):
-    value = section.get(key)
-    if not isinstance(value, kind) or (isinstance(value, str | list) and not value):
-        raise MappingError(f"{where}: [{key}] is missing or not a {kind.__name__}")
-    return value
+# The sections of a mapping TOML and the keys each may hold.
+MAPPING_KEYS = {
+    "subscriptions": ("query", "active_statuses"),
+    "webhook_log": ("query", "ok_statuses", "optional"),
+    "repair": tuple(REPAIR_PARAMETERS),
+}
+# What SQLAlchemy's text() takes for a bound parameter (`:name`, not `::cast`, not `\:escaped`).
+_BIND_PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 
 
-def load_mapping(schema: str) -> Mapping:
-    """The mapping named by APP_SCHEMA: `default`, `djstripe`, or a path to a mapping TOML."""
-    path = PRESETS / f"{schema}.toml" if re.fullmatch(r"[a-z_]+", schema) else Path(schema)
-    if not path.is_file():
-        raise MappingError(f"APP_SCHEMA={schema!r}: no such preset or mapping file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise MappingError(f"mapping {path}: not valid TOML: {e}") from None
-    subs = data.get("subscriptions")
-    if not isinstance(subs, dict):
-        raise MappingError(f"mapping {path}: no [subscriptions] section")
-    where = f"mapping {path} [subscriptions]"
-    query = _require(subs, "query", where, str)
-    active = _require(subs, "active_statuses", where, list)
-    log = data.get("webhook_log") or {}
-    repair = data.get("repair") or {}
-    for name, sql in repair.items():
-        if name not in REPAIR_PARAMETERS:
-            raise MappingError(f"mapping {path} [repair]: unknown template {name!r}; known: activate, create")
-        unknown = set(re.findall(r"(?<![:\w]):([A-Za-z_]\w*)", sql)) - REPAIR_PARAMETERS[name]
+def _section(data: dict, name: str, where: str) -> dict | None:
+    """The [name] table of a mapping, None when absent; MappingError for an unknown key in it."""
+    section = data.get(name)
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise MappingError(f"{where}: {name} must be a [{name}] section, not a {_toml_type(section)}")
+    known = MAPPING_KEYS[name]
+    for key in section:
+        if key not in known:
+            what = "template" if name == "repair" else "key"
+            raise MappingError(f"{where} [{name}]: unknown {what} {key!r}; known: {', '.join(known)}")
+    return section
+
+
+def _toml_type(value) -> str:
+    return {str: "string", bool: "boolean", int: "number", float: "number", list: "list", dict: "table"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _query(section: dict, where: str, columns: tuple[str, ...]) -> str:
+    """The section's `query`: a non-empty string with no bound parameters."""
+    query = section.get("query")
+    if query is None:
+        raise MappingError(f"{where}: no query (a SELECT returning {', '.join(columns)})")
+    if not isinstance(query, str) or not query.strip():
+        raise MappingError(
+            f"{where}: query must be a SELECT returning {', '.join(columns)}, not {_toml_type(query)} "
+            f"{query!r}"
+        )
+    bound = _BIND_PARAMETER.search(query)
+    if bound:
+        raise MappingError(
+            f"{where}: query contains {bound.group(0)}, which would be read as a bound parameter, and this "
+            f"query takes none (write \\{bound.group(0)} for a literal colon)"
+        )
+    return query
+
+
+def _statuses(section: dict, key: str, where: str, default: list[str] | None = None) -> tuple[str, ...]:
+    """A non-empty list of non-empty strings (`default` when the key is absent and a default exists)."""
+    value = section.get(key, default)
+    example = '["active", "trialing"]' if key == "active_statuses" else '["processed"]'
+    if value is None:
+        raise MappingError(f"{where}: no {key} (the statuses the query returns for this, e.g. {example})")
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise MappingError(f"{where}: {key} must be a list of status strings, e.g. {example}; got {value!r}")
+    if not value:
+        raise MappingError(
+            f"{where}: {key} is empty; list at least one status, e.g. {example} (statuses are compared "
+            "case-insensitively)"
+        )
+    return tuple(value)
+
+
+def _repair_templates(section: dict, where: str) -> dict[str, str]:
+    templates = {}
+    for name, sql in section.items():
+        if not isinstance(sql, str) or not sql.strip():
+            raise MappingError(
+                f"{where} [repair] {name}: must be an SQL statement, not {_toml_type(sql)} {sql!r}"
+            )
+        used = {m.group(1) for m in _BIND_PARAMETER.finditer(sql)}
+        unknown = used - REPAIR_PARAMETERS[name]
         if unknown:
             raise MappingError(
-                f"mapping {path} [repair] {name}: unknown parameter(s) "
+                f"{where} [repair] {name}: unknown parameter(s) "
                 f"{', '.join(':' + u for u in sorted(unknown))}; allowed: "
                 f"{', '.join(':' + p for p in sorted(REPAIR_PARAMETERS[name]))}"
             )
+        if name == "activate" and "id" not in used:
+            raise MappingError(
+                f"{where} [repair] activate: does not use :id, so it would not be limited to the row being "
+                "repaired (e.g. ... WHERE id = :id)"
+            )
+        templates[name] = sql
+    return templates
+
+
+def load_mapping(schema: str) -> Mapping:
+    """The mapping named by APP_SCHEMA: `default`, `djstripe`, or a path to a mapping TOML.
+
+    Everything in the file is checked here, before any query runs; each mistake is one MappingError line
+    naming the section and key (the queries themselves are checked when they first run on the database).
+    """
+    path = PRESETS / f"{schema}.toml" if re.fullmatch(r"[a-z_]+", schema) else Path(schema)
+    if not path.is_file():
+        raise MappingError(f"APP_SCHEMA={schema!r}: no such preset or mapping file")
+    where = f"mapping {path}"
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise MappingError(f"{where}: not valid TOML: {e}") from None
+    for name in data:
+        if name not in MAPPING_KEYS:
+            raise MappingError(
+                f"{where}: unknown section [{name}]; a mapping has [subscriptions], and optionally "
+                "[webhook_log] and [repair]"
+            )
+    subs = _section(data, "subscriptions", where)
+    if subs is None:
+        raise MappingError(f"{where}: no [subscriptions] section")
+    query = _query(subs, f"{where} [subscriptions]", SUBSCRIPTION_COLUMNS)
+    active = _statuses(subs, "active_statuses", f"{where} [subscriptions]")
+    log = _section(data, "webhook_log", where)
+    log_query, ok_statuses, optional = None, ("processed",), False
+    if log is not None:
+        log_query = _query(log, f"{where} [webhook_log]", WEBHOOK_LOG_COLUMNS)
+        ok_statuses = _statuses(log, "ok_statuses", f"{where} [webhook_log]", default=["processed"])
+        optional = log.get("optional", False)
+        if not isinstance(optional, bool):
+            raise MappingError(f"{where} [webhook_log]: optional must be true or false, not {optional!r}")
+    repair = _repair_templates(_section(data, "repair", where) or {}, where)
     return Mapping(
         name=schema,
         subscriptions_query=query,
-        active_statuses=tuple(str(s) for s in active),
-        webhook_log_query=log.get("query"),
-        ok_statuses=tuple(str(s) for s in log.get("ok_statuses", ["processed"])),
-        webhook_log_optional=bool(log.get("optional", False)),
-        repair={k: str(v) for k, v in repair.items()},
+        active_statuses=active,
+        webhook_log_query=log_query,
+        ok_statuses=ok_statuses,
+        webhook_log_optional=optional,
+        repair=repair,
     )
 
 
@@ -146,8 +236,7 @@ class AppDatabase:
 
     def _read(self, conn: Connection, query: str, what: str, columns: tuple[str, ...]) -> pd.DataFrame:
         try:
-            result = conn.execute(text(query))
-            df = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            df = read_frame(conn, text(query))
         except DBAPIError as e:
             if e.connection_invalidated or _is_connection_error(e):
                 raise AppDatabaseError(
@@ -236,8 +325,7 @@ class AppDatabase:
             "OR mapped.payment_intent_id = :pi OR mapped.stripe_subscription_id = :sub ORDER BY mapped.id"
         )
         params = {"cs": checkout_session_id, "pi": payment_intent_id, "sub": stripe_subscription_id}
-        result = conn.execute(text(query), params)
-        return _normalise(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
+        return _normalise(read_frame(conn, text(query), params))
 
     def find_rows(self, **criteria) -> pd.DataFrame:
         """The app's rows where any canonical column equals its value (e-mail case-insensitively), e.g.
@@ -257,19 +345,23 @@ class AppDatabase:
         params = {k: str(v) for k, v in wanted.items()}
         with self._connect() as conn:
             try:
-                result = conn.execute(
-                    text(f"SELECT * FROM ({inner}) mapped WHERE {where} ORDER BY mapped.id"), params
+                found = read_frame(
+                    conn, text(f"SELECT * FROM ({inner}) mapped WHERE {where} ORDER BY mapped.id"), params
                 )
             except DBAPIError as e:
                 raise AppDatabaseError(
                     f"cannot read the app database {self.shown_url}: {_reason(e)}"
                 ) from None
-            return _normalise(pd.DataFrame(result.fetchall(), columns=list(result.keys())))
+            return _normalise(found)
 
     def _template(self, name: str) -> str:
         sql = self.mapping.repair.get(name)
         if not sql:
-            raise MappingError(f"APP_SCHEMA={self.mapping.name}: the mapping has no [repair] {name} template")
+            raise MappingError(
+                f"APP_SCHEMA={self.mapping.name}: the mapping has no [repair] {name} template, so the db "
+                "strategy cannot write the app's subscription rows; repair with --strategy webhook, which "
+                "re-sends the Stripe event to the app's webhook endpoint (EXPECTED_WEBHOOK_URL)"
+            )
         return sql
 
     def time_param(self, conn: Connection, now: datetime):

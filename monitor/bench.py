@@ -1292,95 +1292,86 @@ def backfill_rows(
     )
 
 
-def run(sizes: Sizes, argv_shown: str, out: Path) -> Report:
-    report = Report()
-    info = machine()
-    started_at = datetime.now(UTC)
-    now_s = int(time.time())
-    now = datetime.fromtimestamp(now_s, UTC)
-    with contextlib.ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="ppm-bench-"))
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        log(f"working in {workdir}")
+@dataclass
+class Bench:
+    """One benchmark run: what it has started (closed by `stack`), and the report it fills."""
 
-        # Fixtures, the two emulators (loading in parallel), PostgreSQL.
-        newest = now_s - DAY
-        fixtures = workdir / "sessions.json"
-        write_fixtures(fixtures, bench_sessions(sizes.objects, newest))
-        rate_fixtures = workdir / "rate-sessions.json"
-        write_fixtures(rate_fixtures, bench_sessions(sizes.rate_bound_objects, newest))
-        log(
-            f"wrote {sizes.objects:,} sessions; starting the emulators (latency {sizes.latency_ms:g} ms and 0 ms)"
-        )
-        emu = Emulator(
-            "backfill",
-            fixtures,
-            workdir,
-            latency_ms=sizes.latency_ms,
-            rate_limit=STRIPE_LIVE_LIMIT if sizes.rate_limit <= STRIPE_LIVE_LIMIT else None,
-        )
-        stack.callback(emu.stop)
-        bound = Emulator("rate-bound", rate_fixtures, workdir, latency_ms=0, rate_limit=STRIPE_TEST_LIMIT)
-        stack.callback(bound.stop)
-        pg_admin, pg_note = postgres_server(sizes.postgres, stack)
-        pg_url = None
-        if pg_admin:
-            try:
-                pg_url = postgres_database(pg_admin, stack)
-                info["postgres"] = postgres_version(pg_url)
-            except Exception as e:  # noqa: BLE001 - no PostgreSQL rows then, and the table says why
-                pg_note, pg_url = (
-                    f"skipped: cannot create a database on {make_url(pg_admin).render_as_string()}: {e}",
-                    None,
-                )
-        emu.wait_ready()
-        bound.wait_ready()
-        log(f"emulators ready on {emu.base_url} and {bound.base_url}")
+    sizes: Sizes
+    stack: contextlib.ExitStack
+    workdir: Path
+    report: Report = field(default_factory=Report)
+    info: dict = field(default_factory=machine)
+    now_s: int = field(default_factory=lambda: int(time.time()))
+    pg_admin: str | None = None
+    pg_note: str = ""
 
-        # 1. Backfill: the naive loop, then ours on SQLite (and PostgreSQL), over the same sessions.
+    @property
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.now_s, UTC)
+
+    @property
+    def t_backfill(self) -> int:
+        """The backfill's `now`; the incremental runs come 10 and 20 minutes later, as scheduled syncs."""
+        return self.now_s - 1200
+
+    def engine(self, url: str) -> Engine:
+        engine = store.open_store(url)
+        self.stack.callback(engine.dispose)
+        return engine
+
+    def postgres(self) -> str | None:
+        """A new database on the PostgreSQL server (None without one; pg_note says why)."""
+        if not self.pg_admin:
+            return None
+        try:
+            url = postgres_database(self.pg_admin, self.stack)
+            self.info.setdefault("postgres", postgres_version(url))
+            return url
+        except Exception as e:  # noqa: BLE001 - no PostgreSQL rows then, and the table says why
+            shown = make_url(self.pg_admin).render_as_string()
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            self.pg_note, self.pg_admin = f"skipped: cannot create a database on {shown}: {reason}", None
+            return None
+
+    # 1. Backfill (and 6: again on PostgreSQL), then 3. incremental runs on the SQLite store.
+    def backfill(self, emu: Emulator) -> tuple[Engine, Engine | None]:
+        sizes, report = self.sizes, self.report
         log(f"naive loop: {sizes.objects:,} sessions through auto_paging_iter, one request at a time")
         naive = naive_loop(emu, 0 if sizes.quick else 10_000)
         log(f"naive loop: {naive[0]:,} sessions, {naive[2]:,} requests, {naive[1]:.1f} s")
         if naive[0] != sizes.objects:
             report.notes.append(f"The naive loop saw {naive[0]:,} sessions, not {sizes.objects:,}.")
-        sqlite_url = f"sqlite:///{workdir / 'monitor.db'}"
-        engine = store.open_store(sqlite_url)
-        stack.callback(engine.dispose)
-        t_backfill = now_s - 1200  # the runs below are 10 minutes apart, as a scheduled sync would be
-        emu.reset_stats()
-        log(f"our sync (SQLite store, STRIPE_RATE_LIMIT={sizes.rate_limit:g})")
-        ours = our_sync(engine, emu.base_url, sizes.rate_limit, now=t_backfill, label="sync")
-        stats = emu.stats()
-        log(
-            f"our sync: {ours.result.total:,} objects, {ours.result.requests:,} requests, {ours.result.seconds:.1f} s"
-        )
-        backfill_rows(report, "SQLite", sizes.objects, ours, naive, sizes.rate_limit, sizes.latency_ms)
-        if stored_sessions(engine) != sizes.objects:
+        engine = self.engine(f"sqlite:///{self.workdir / 'monitor.db'}")
+        pg_url = self.postgres()
+        pg_engine = self.engine(pg_url) if pg_url else None
+        for where, target in (("SQLite", engine), ("PostgreSQL", pg_engine)):
+            if target is None:
+                continue
+            emu.reset_stats()
+            log(f"our sync ({where} store, STRIPE_RATE_LIMIT={sizes.rate_limit:g})")
+            ours = our_sync(target, emu.base_url, sizes.rate_limit, now=self.t_backfill, label="sync")
+            stats = emu.stats()
+            log(
+                f"our sync: {ours.result.total:,} objects, {ours.result.requests:,} requests, {ours.result.seconds:.1f} s"
+            )
+            backfill_rows(report, where, sizes.objects, ours, naive, sizes.rate_limit, sizes.latency_ms)
+            if stored_sessions(target) != sizes.objects:
+                report.notes.append(
+                    f"Our sync stored {stored_sessions(target):,} sessions in {where}, not {sizes.objects:,}."
+                )
             report.notes.append(
-                f"Our sync stored {stored_sessions(engine):,} sessions, not {sizes.objects:,}."
+                f"Backfill ({where}): the emulator answered our {stats['requests']:,} requests with "
+                f"{stats['rate_limited']:,} 429s (it enforces Stripe's live limit, {STRIPE_LIVE_LIMIT}/s, as "
+                "a token bucket)."
             )
-        report.notes.append(
-            f"Backfill: the emulator answered our sync {stats['requests']:,} requests, "
-            f"{stats['rate_limited']:,} of them 429 (it enforces Stripe's live limit of "
-            f"{STRIPE_LIVE_LIMIT}/s as a token bucket)."
+        return engine, pg_engine
+
+    def incremental(self, emu: Emulator, engine: Engine) -> None:
+        sizes, report = self.sizes, self.report
+        log("incremental sync: nothing new")
+        quiet = our_sync(
+            engine, emu.base_url, sizes.rate_limit, now=self.t_backfill + 600, label="incremental"
         )
-
-        pg_engine = None
-        if pg_url:
-            pg_engine = store.open_store(pg_url)
-            stack.callback(pg_engine.dispose)
-            log("our sync (PostgreSQL store)")
-            ours_pg = our_sync(
-                pg_engine, emu.base_url, sizes.rate_limit, now=t_backfill, label="sync (PostgreSQL)"
-            )
-            log(f"our sync (PostgreSQL): {ours_pg.result.total:,} objects, {ours_pg.result.seconds:.1f} s")
-            backfill_rows(
-                report, "PostgreSQL", sizes.objects, ours_pg, naive, sizes.rate_limit, sizes.latency_ms
-            )
-
-        # 3. Incremental runs on the SQLite store: nothing new, then k new sessions.
-        emu.reset_stats()
-        quiet = our_sync(engine, emu.base_url, sizes.rate_limit, now=t_backfill + 600, label="incremental")
         report.add(
             "Incremental sync, 0 new objects: requests",
             count(quiet.result.requests),
@@ -1389,37 +1380,41 @@ def run(sizes: Sizes, argv_shown: str, out: Path) -> Report:
             quiet.result.requests <= QUIET_REQUESTS,
         )
         k = sizes.new_objects
-        fresh = list(bench_sessions(k, t_backfill + 1199, prefix="cs_new", email="new", spacing=598 / k))
+        log(f"incremental sync: {k:,} new sessions")
+        fresh = bench_sessions(k, self.t_backfill + 1199, prefix="cs_new", email="new", spacing=598 / k)
         for chunk in _chunks(fresh, 1000):
             emu.add(chunk)
-        busy = our_sync(engine, emu.base_url, sizes.rate_limit, now=t_backfill + 1200, label="incremental")
+        busy = our_sync(
+            engine, emu.base_url, sizes.rate_limit, now=self.t_backfill + 1200, label="incremental"
+        )
         expected = QUIET_REQUESTS + -(-k // 100)
+        allowed = int(expected + 0.5 * k / 100)
         report.add(
             f"Incremental sync, {k:,} new sessions: requests",
             count(busy.result.requests),
             "",
-            f"≈ {expected} ({QUIET_REQUESTS} + {k:,}/100); met when ≤ {int(expected + 0.5 * k / 100)}",
-            busy.result.requests <= expected + 0.5 * k / 100,
+            f"≈ {expected} ({QUIET_REQUESTS} + {k:,}/100); met when ≤ {allowed}",
+            busy.result.requests <= allowed,
         )
         report.notes.append(
             f"Incremental: the backfill, the quiet run and the busy run are given `now` 10 minutes apart; "
-            f"the {k:,} new sessions were added through POST /_emulator/objects, created within those 10 "
+            f"the {k:,} new sessions were added through POST /_emulator/objects, created within the last 10 "
             f"minutes; the busy run fetched {busy.result.objects.get('checkout_sessions', 0):,} sessions."
         )
         if stored_sessions(engine) != sizes.objects + k:
             report.notes.append(
                 f"After the busy run the store holds {stored_sessions(engine):,} sessions, not {sizes.objects + k:,}."
             )
-        emu.stop()
 
-        # 2. Rate-bound: no latency, our limiter at 20/s.
-        rate_engine = store.open_store(f"sqlite:///{workdir / 'rate.db'}")
-        stack.callback(rate_engine.dispose)
+    # 2. Rate-bound.
+    def rate_bound(self, emu: Emulator) -> None:
+        sizes, report = self.sizes, self.report
+        engine = self.engine(f"sqlite:///{self.workdir / 'rate.db'}")
         log(
             f"rate-bound sync: {sizes.rate_bound_objects:,} sessions, latency 0, limit {RATE_BOUND_LIMIT:g}/s"
         )
-        bound.reset_stats()
-        limited = our_sync(rate_engine, bound.base_url, RATE_BOUND_LIMIT, now=t_backfill, label="rate-bound")
+        emu.reset_stats()
+        limited = our_sync(engine, emu.base_url, RATE_BOUND_LIMIT, now=self.t_backfill, label="rate-bound")
         achieved = limited.result.requests / limited.result.seconds if limited.result.seconds else 0.0
         share = achieved / RATE_BOUND_LIMIT
         report.add(
@@ -1437,71 +1432,87 @@ def run(sizes: Sizes, argv_shown: str, out: Path) -> Report:
             limited.max_per_second <= RATE_BOUND_LIMIT,
         )
         report.notes.append(
-            f"Rate-bound: {limited.result.requests:,} requests in {limited.result.seconds:.1f} s (the whole sync, "
-            f"first request to last write); the emulator, enforcing Stripe's test-mode {STRIPE_TEST_LIMIT}/s, "
-            f"answered {bound.stats()['rate_limited']:,} of them 429."
+            f"Rate-bound: {limited.result.requests:,} requests over the whole sync ({limited.result.seconds:.1f} s, "
+            "planning to last write); the sliding-window limiter lets a full second's worth go at once, so a "
+            f"short run shows a little over 100 %. The emulator, enforcing Stripe's test-mode "
+            f"{STRIPE_TEST_LIMIT}/s, answered {emu.stats()['rate_limited']:,} of them 429."
         )
-        bound.stop()
 
-        # 4. Reconciliation.
+    # 4. Reconciliation.
+    def reconciliation(self) -> None:
+        sizes, report, now_s = self.sizes, self.report, self.now_s
         n = sizes.recon_rows
-        recon_store = f"sqlite:///{workdir / 'recon.db'}"
-        recon_app = f"sqlite:///{workdir / 'recon-app.db'}"
+        recon_store = f"sqlite:///{self.workdir / 'recon.db'}"
+        recon_app = f"sqlite:///{self.workdir / 'recon-app.db'}"
         log(f"reconciliation: writing {n:,} payments to a store and their rows to an app database")
-        built = build_recon_store(recon_store, recon_app, n, now_s)
-        log(f"reconciliation: {n:,} payments through the store and app database (child process)")
-        small = run_child(
-            ["reconcile-store", "--store", recon_store, "--app", recon_app, "--now", str(now_s)],
-            f"reconciling {n:,} payments",
-        )
-        ours_s = small["read_payments_s"] + small["read_rows_s"] + small["reconcile_s"]
-        log(
-            f"  read {small['read_payments_s'] + small['read_rows_s']:.2f} s, reconcile {small['reconcile_s']:.2f} s"
-        )
-        log(f"naive reconciliation: one app-database query per payment, {n:,} payments")
-        naive_read, naive_loop_s, naive_done, naive_kinds = naive_reconcile(
-            recon_store, recon_app, now, through_mapping=False, limit=None
-        )
-        naive_s = naive_read + naive_loop_s
-        log(f"  naive: {naive_s:.1f} s")
-        sample = min(sizes.mapping_sample, n)
-        log(f"naive reconciliation through AppDatabase.rows_for_payment: {sample:,} payments, extrapolated")
-        m_read, m_loop, m_done, _ = naive_reconcile(
-            recon_store, recon_app, now, through_mapping=True, limit=sample
-        )
-        mapping_s = naive_read + m_loop * (small["payments"] / max(m_done, 1))
-        label = f"Reconcile {small['payments']:,} payments × {small['rows']:,} rows (SQLite store + app DB)"
-        report.add(
-            f"{label}: read both sides", seconds(small["read_payments_s"] + small["read_rows_s"]), "", ""
-        )
-        report.add(f"{label}: reconcile()", seconds(small["reconcile_s"]), "", "")
-        ratio = naive_s / ours_s if ours_s else 0.0
-        report.add(
-            f"{label}: total vs naive per-row query (bare SQL, indexed)",
-            seconds(ours_s),
-            seconds(naive_s),
-            f"{ratio:.1f}× (goal ≥ {RECONCILE_RATIO_GOAL:g}×)",
-            ratio >= RECONCILE_RATIO_GOAL,
-        )
-        ratio = mapping_s / ours_s if ours_s else 0.0
-        report.add(
-            f"{label}: total vs naive per-row query through AppDatabase.rows_for_payment (extrapolated from {m_done:,})",
-            seconds(ours_s),
-            seconds(mapping_s),
-            f"{ratio:.1f}× (goal ≥ {RECONCILE_RATIO_GOAL:g}×)",
-            ratio >= RECONCILE_RATIO_GOAL,
-        )
-        report.add(f"{label}: peak memory (child process)", mib(small["peak_mib"]), "", "")
-        report.notes.append(
-            f"Reconciliation ({small['payments']:,} payments): read_payments {seconds(small['read_payments_s'])}, "
-            f"read_subscriptions {seconds(small['read_rows_s'])}, reconcile {seconds(small['reconcile_s'])}; "
-            f"{small['findings']:,} findings {small['by_kind']}. The naive loop (payments read in bulk in "
-            f"{seconds(naive_read)}, then one query per payment in {seconds(naive_loop_s)}) found "
-            f"{sum(naive_kinds.values()):,} {naive_kinds}; it judges less (no active_without_payment, no "
-            f"latest-payment rules), so its time is a lower bound. Store: {built['objects']:,} Stripe objects "
-            f"saved by store.save_objects; app database: the default schema with indexes on its three Stripe "
-            f"id columns (for the naive loop; the bulk read does not use them)."
-        )
+        saved, rows = build_recon_store(recon_store, n, now_s)
+        build_app_db(recon_app, rows)
+        apps = [("SQLite", recon_app)]
+        pg_app = self.postgres()
+        if pg_app:
+            log("reconciliation: the same rows in an app database on PostgreSQL")
+            build_app_db(pg_app, rows)
+            apps.append(("PostgreSQL", pg_app))
+        del rows
+        for where, app_url in apps:
+            log(f"reconciliation: {n:,} payments, app database on {where} (child process)")
+            ours = run_child(
+                ["reconcile-store", "--store", recon_store, "--app", app_url, "--now", str(now_s)],
+                f"reconciling {n:,} payments",
+            )
+            ours_s = ours["read_payments_s"] + ours["read_rows_s"] + ours["reconcile_s"]
+            log(
+                f"  read {ours['read_payments_s'] + ours['read_rows_s']:.2f} s, reconcile {ours['reconcile_s']:.2f} s"
+            )
+            log(f"naive reconciliation: one query per payment to the app database on {where}")
+            naive_read, naive_loop_s, _, naive_kinds = naive_reconcile(
+                recon_store, app_url, self.now, through_mapping=False, limit=None
+            )
+            naive_s = naive_read + naive_loop_s
+            log(f"  naive: {naive_s:.1f} s")
+            label = f"Reconcile {ours['payments']:,} payments × {ours['rows']:,} rows (SQLite store, app DB on {where})"
+            report.add(f"{label}: read both sides", seconds(ours["read_payments_s"] + ours["read_rows_s"]))
+            report.add(f"{label}: reconcile()", seconds(ours["reconcile_s"]))
+            ratio = naive_s / ours_s if ours_s else 0.0
+            report.add(
+                f"{label}: total vs naive, one bare SQL query per payment",
+                seconds(ours_s),
+                seconds(naive_s),
+                f"{ratio:.1f}× (goal ≥ {RECONCILE_RATIO_GOAL:g}×)",
+                ratio >= RECONCILE_RATIO_GOAL,
+            )
+            if where == "SQLite":
+                sample = min(sizes.mapping_sample, n)
+                log(
+                    f"naive reconciliation through AppDatabase.rows_for_payment: {sample:,} payments, extrapolated"
+                )
+                _, m_loop, m_done, _ = naive_reconcile(
+                    recon_store, app_url, self.now, through_mapping=True, limit=sample
+                )
+                mapping_s = naive_read + m_loop * (ours["payments"] / max(m_done, 1))
+                ratio = mapping_s / ours_s if ours_s else 0.0
+                report.add(
+                    f"{label}: total vs naive, one AppDatabase.rows_for_payment per payment (extrapolated from {m_done:,})",
+                    seconds(ours_s),
+                    seconds(mapping_s),
+                    f"{ratio:.1f}× (goal ≥ {RECONCILE_RATIO_GOAL:g}×)",
+                    ratio >= RECONCILE_RATIO_GOAL,
+                )
+                report.add(f"{label}: peak memory (child process)", mib(ours["peak_mib"]))
+                report.notes.append(
+                    f"Reconciliation ({ours['payments']:,} payments): {saved:,} Stripe objects saved by "
+                    f"store.save_objects; the app's rows in the default schema with indexes on its three Stripe id "
+                    f"columns (the naive loop uses them; the bulk read does not). Ours found {ours['findings']:,} "
+                    f"{ours['by_kind']}; the naive loop {sum(naive_kinds.values()):,} {naive_kinds}: it judges "
+                    "less (no active_without_payment, no latest-payment rules), so its time is a lower bound."
+                )
+            report.notes.append(
+                f"Reconciliation, app DB on {where}: read_payments {seconds(ours['read_payments_s'])}, "
+                f"read_subscriptions {seconds(ours['read_rows_s'])}, reconcile {seconds(ours['reconcile_s'])}; "
+                f"naive: payments read in bulk in {seconds(naive_read)}, then one query per payment in "
+                f"{seconds(naive_loop_s)} ({naive_loop_s / max(ours['payments'], 1) * 1e6:.0f} µs a payment)."
+            )
+
         log(f"reconciliation: {sizes.rows:,} payments × {sizes.rows:,} rows built in memory (child process)")
         big = run_child(
             ["reconcile-synthetic", "--rows", str(sizes.rows), "--now", str(now_s)],
@@ -1532,41 +1543,68 @@ def run(sizes: Sizes, argv_shown: str, out: Path) -> Report:
             f"{big['findings']:,} findings {big['by_kind']}."
         )
 
-        # 5. Dashboard reads with the findings in the store (SQLite; then PostgreSQL).
-        app_url = f"sqlite:///{workdir / 'dashboard-app.db'}"
-        dashboard_app_db(app_url, engine)
+    # 5. Dashboard reads (and 6: again on PostgreSQL).
+    def dashboard(self, engines: list[tuple[str, Engine]], app_source: Engine) -> None:
+        app_url = f"sqlite:///{self.workdir / 'dashboard-app.db'}"
+        dashboard_app_db(app_url, app_source)
         app = AppDatabase(app_url, load_mapping("default"))
-        stack.callback(app.dispose)
-        log(f"dashboard (SQLite): writing {sizes.findings:,} findings through lifecycle.apply_findings")
-        sample_ids, took = seed_dashboard(engine, sizes.findings, now)
-        report.notes.append(
-            f"Dashboard (SQLite): lifecycle.apply_findings wrote {sizes.findings:,} findings in {seconds(took)}."
-        )
-        log("dashboard (SQLite): timing the reads, best of 3")
-        view_rows(report, "SQLite", time_views(engine, app, sample_ids, now), sizes.findings)
-        if pg_engine is not None:
-            log(
-                f"dashboard (PostgreSQL): writing {sizes.findings:,} findings through lifecycle.apply_findings"
+        self.stack.callback(app.dispose)
+        n = self.sizes.findings
+        for where, engine in engines:
+            log(f"dashboard ({where}): writing {n:,} findings through lifecycle.apply_findings")
+            sample, took = seed_dashboard(engine, n, self.now)
+            if engine.dialect.name == "postgresql":
+                with engine.begin() as conn:  # what autovacuum does soon after a bulk write
+                    conn.execute(text("ANALYZE"))
+            self.report.notes.append(
+                f"Dashboard ({where}): lifecycle.apply_findings wrote {n:,} findings in {seconds(took)}."
             )
-            sample_ids, took = seed_dashboard(pg_engine, sizes.findings, now)
-            with pg_engine.begin() as conn:  # what autovacuum does soon after a bulk write
-                conn.execute(text("ANALYZE"))
-            report.notes.append(
-                f"Dashboard (PostgreSQL): lifecycle.apply_findings wrote {sizes.findings:,} findings in {seconds(took)}."
-            )
-            log("dashboard (PostgreSQL): timing the reads, best of 3")
-            view_rows(report, "PostgreSQL", time_views(pg_engine, app, sample_ids, now), sizes.findings)
-        else:
-            report.add("PostgreSQL (backfill and dashboard again)", pg_note, "", "")
+            log(f"dashboard ({where}): timing the reads, best of 3")
+            view_rows(self.report, where, time_views(engine, app, sample, self.now), n)
 
-        info["postgres_note"] = pg_note
-    info["load_end"] = _load()
-    finished = datetime.now(UTC)
-    text_out = render(report, info, sizes, argv_shown, started_at, finished)
-    print(text_out)
-    out.write_text(text_out + "\n")
+
+def run(sizes: Sizes, argv_shown: str, out: Path) -> Report:
+    started = datetime.now(UTC)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="ppm-bench-"))
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        log(f"working in {workdir}")
+        bench = Bench(sizes, stack, workdir)
+
+        # The two emulators load their sessions in parallel (and PostgreSQL starts) before the first figure.
+        fixtures, rate_fixtures = workdir / "sessions.json", workdir / "rate-sessions.json"
+        write_fixtures(fixtures, bench_sessions(sizes.objects, bench.now_s - DAY))
+        write_fixtures(rate_fixtures, bench_sessions(sizes.rate_bound_objects, bench.now_s - DAY))
+        log(
+            f"wrote {sizes.objects:,} sessions; starting the emulators (latency {sizes.latency_ms:g} ms and 0 ms)"
+        )
+        live_limit = STRIPE_LIVE_LIMIT if sizes.rate_limit <= STRIPE_LIVE_LIMIT else None
+        emu = Emulator("backfill", fixtures, workdir, latency_ms=sizes.latency_ms, rate_limit=live_limit)
+        stack.callback(emu.stop)
+        bound = Emulator("rate-bound", rate_fixtures, workdir, latency_ms=0, rate_limit=STRIPE_TEST_LIMIT)
+        stack.callback(bound.stop)
+        bench.pg_admin, bench.pg_note = postgres_server(sizes.postgres, stack)
+        emu.wait_ready()
+        bound.wait_ready()
+        log(f"emulators ready on {emu.base_url} and {bound.base_url}")
+
+        engine, pg_engine = bench.backfill(emu)
+        bench.incremental(emu, engine)
+        emu.stop()
+        bench.rate_bound(bound)
+        bound.stop()
+        bench.reconciliation()
+        engines = [("SQLite", engine)] + ([("PostgreSQL", pg_engine)] if pg_engine is not None else [])
+        bench.dashboard(engines, engine)
+        if pg_engine is None:
+            bench.report.add("PostgreSQL (backfill and dashboard again)", bench.pg_note)
+        bench.info["postgres_note"] = bench.pg_note
+    bench.info["load_end"] = _load()
+    written = render(bench.report, bench.info, sizes, argv_shown, started, datetime.now(UTC))
+    print(written)
+    out.write_text(written + "\n")
     log(f"wrote {out}")
-    return report
+    return bench.report
 
 
 def render(

@@ -151,7 +151,12 @@ def cmd_mapping_check(args, cfg) -> int:
         print("[webhook_log] mapped but its table is absent (optional): no log")
     else:
         print(f"[webhook_log] ok: {len(log):,} rows")
-    for name in ("activate", "create"):
+    if not mapping.repair:
+        print(
+            "[repair] no templates: the db strategy cannot write the app's rows; repair with "
+            "--strategy webhook (re-sends the Stripe event to EXPECTED_WEBHOOK_URL)"
+        )
+    for name in ("activate", "create") if mapping.repair else ():
         state = "present" if mapping.repair.get(name) else "absent (the db repair strategy cannot use it)"
         print(f"[repair] {name}: {state}")
     app.dispose()

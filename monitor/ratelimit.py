@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
+GUARD_S = 0.05
+
 
 class RateLimiter:
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic, sleep=time.sleep):
@@ -20,7 +22,9 @@ class RateLimiter:
             raise ValueError(f"rate must be > 0 requests/s, not {rate}")
         self.rate = rate
         self._per_window = max(1, int(rate))
-        self._window = self._per_window / rate  # 1 s for whole rates; longer for fractional ones
+        # 1 s for whole rates (longer for fractional ones), plus a guard: a request admitted here starts a
+        # moment later, and on a loaded machine such moments can bunch `rate` + 1 starts into one second.
+        self._window = self._per_window / rate + GUARD_S
         self._starts: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep

@@ -8,6 +8,8 @@ import json
 import pandas as pd
 from sqlalchemy import Connection, bindparam, text
 
+from monitor.db import read_frame
+
 # Events that announce a payment, in order of preference for a payment's `event_id`.
 PAYMENT_EVENT_TYPES = (
     "checkout.session.completed",
@@ -50,19 +52,19 @@ def read_payments(conn: Connection) -> pd.DataFrame:
     status and announcing event: the `payments` frame `monitor.reconcile` takes."""
     from monitor.reconcile import PAYMENT_COLUMNS
 
-    payments = pd.read_sql(text("SELECT * FROM payments"), conn)
+    payments = read_frame(conn, text("SELECT * FROM payments"))
     if payments.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in PAYMENT_COLUMNS}).pipe(_typed)
 
-    refunded = pd.read_sql(_REFUNDED, conn)
-    charge_refunded = pd.read_sql(_CHARGE_REFUNDED, conn)
+    refunded = read_frame(conn, _REFUNDED)
+    charge_refunded = read_frame(conn, _CHARGE_REFUNDED)
     payments = payments.merge(refunded, on="payment_intent_id", how="left")
     payments = payments.merge(charge_refunded, on="payment_intent_id", how="left")
     payments["amount_refunded"] = (
         payments[["refunded", "charge_refunded"]].apply(pd.to_numeric).max(axis=1).fillna(0).astype("int64")
     )
 
-    disputes = pd.read_sql(_DISPUTES, conn)
+    disputes = read_frame(conn, _DISPUTES)
     if not disputes.empty:
         latest = disputes.sort_values("dispute_created").drop_duplicates("payment_intent_id", keep="last")
         payments = payments.merge(
@@ -71,10 +73,10 @@ def read_payments(conn: Connection) -> pd.DataFrame:
     else:
         payments["dispute_status"] = None
 
-    subs = pd.read_sql(_SUBSCRIPTIONS, conn)
+    subs = read_frame(conn, _SUBSCRIPTIONS)
     payments = payments.merge(subs, on="stripe_subscription_id", how="left")
 
-    events = pd.read_sql(_PAYMENT_EVENTS, conn, params={"types": list(PAYMENT_EVENT_TYPES)})
+    events = read_frame(conn, _PAYMENT_EVENTS, {"types": list(PAYMENT_EVENT_TYPES)})
     if not events.empty:
         rank = {t: i for i, t in enumerate(PAYMENT_EVENT_TYPES)}
         events["rank"] = events["type"].map(rank)
@@ -103,7 +105,7 @@ _EVENTS = text(
 
 def read_events(conn: Connection) -> pd.DataFrame:
     """Every stored event: id, type, created (UTC), pending_webhooks, object_id, object_type, livemode."""
-    events = pd.read_sql(_EVENTS, conn)
+    events = read_frame(conn, _EVENTS)
     events["created"] = _utc(events["created"])
     events["pending_webhooks"] = pd.to_numeric(events["pending_webhooks"]).fillna(0).astype("int64")
     events["livemode"] = events["livemode"].fillna(False).astype(bool)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from monitor.models import now_utc
 from monitor.timefmt import format_duration
-from ui import context, data, status, tables
+from ui import context, data, settings, status, tables
 
 PERIODS = {"24 hours": 1, "7 days": 7, "30 days": 30}
 STATUS_SCALE = alt.Scale(
@@ -117,3 +117,17 @@ else:
             .properties(title="Latency")
         )
         st.altair_chart(chart, width="stretch")
+
+st.subheader("Settings in force")
+st.caption(
+    "Secrets are masked: the Stripe key and webhook secret by their last characters, passwords as ****."
+)
+tables.show(
+    settings.frame(context.config(), context.sign_in_method(context.config())),
+    {
+        "setting": tables.text_col("Setting"),
+        "value": tables.text_col("Value", width="large"),
+        "meaning": tables.text_col("Meaning", width="large"),
+    },
+    key="infra:settings",
+)

@@ -54,7 +54,7 @@ def test_quick_benchmark_prints_and_writes_one_table_and_stops_what_it_started(t
         "Incremental sync, 0 new objects",
         "Rate-bound sync",
         "reconcile()",
-        "naive per-row query",
+        "total vs naive, one bare SQL query per payment",
         "peak memory",
         "Dashboard (SQLite",
     ):

@@ -1,38 +1,57 @@
 """What every page needs first: the settings, the store engine and the app database (one per process,
 in `st.cache_resource`), the operator and their role, and the page's frame (title, banners, sidebar).
 
-The operator, until sign-in arrives (issue 7): in demo mode a local demo operator, shown in a banner;
-otherwise the value of the request header named by the `TRUSTED_PROXY_HEADER` setting when the
-settings have one; otherwise nobody, and the dashboard is read-only and says so.
+Who the operator is (issue 7 "Sign-in"), in this order:
+- demo mode: a local demo operator, shown in a banner;
+- `TRUSTED_PROXY_HEADER` set: the value of that request header, put there by an authenticating reverse
+  proxy (oauth2-proxy's `X-Forwarded-Email`); safe only behind a proxy that strips clients' own copies;
+- an `[auth]` section in Streamlit's secrets (`.streamlit/secrets.toml`): `st.login` (OpenID Connect),
+  the operator being the e-mail the identity provider vouches for;
+- neither: nobody, and the dashboard is read-only and says so.
+With a sign-in configured, nobody sees any data before signing in, and a signed-in person who is not in
+OPERATOR_ROLES is turned away (and the refusal recorded). The role is looked up again at every rerun, and
+each monitor action checks it once more itself: st.login's cookie lives 30 days, a role may not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import streamlit as st
 from sqlalchemy import Engine
 
-from monitor import pipeline, store
+from monitor import actions, pipeline, store
 from monitor.app_db import AppDatabase
 from monitor.config import EXTRA_SETTINGS, SETTINGS, Config, ConfigError, load
 from monitor.errors import MonitorError
 from monitor.models import now_utc
 from monitor.repair import ACTIVATING_ROLES, role_of
-from ui.text import md_code, md_escape
+from ui.text import md_code, md_escape, one_line
 
 DEMO_OPERATOR = "demo-operator"
-ACKNOWLEDGING_ROLES = ACTIVATING_ROLES  # support and admin (issue 7: roles)
-EXPORTING_ROLES = ("finance", *ACTIVATING_ROLES)
+ACKNOWLEDGING_ROLES = actions.ACKNOWLEDGING_ROLES  # support and admin (issue 7: roles)
+EXPORTING_ROLES = actions.EXPORTING_ROLES  # finance, support and admin
+OIDC = "OpenID Connect (st.login)"
+PROXY = "proxy header"
+MAX_OPERATOR = 320  # an e-mail address at most
 
 
 def _settings_key() -> tuple:
-    """The settings as the environment holds them: the cache key of the Config (tests change it)."""
+    """The settings as the environment and `monitor.toml` hold them: the cache key of the Config. Tests
+    change the environment; an admin who removes someone from OPERATOR_ROLES in `monitor.toml` is obeyed
+    at that person's next click, without a restart (the environment still wins over the file)."""
     names = {s.name for s in SETTINGS} | EXTRA_SETTINGS | {"MONITOR_CONFIG"}
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k in names))
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k in names))
+    try:
+        toml = hashlib.sha256(Path(os.environ.get("MONITOR_CONFIG", "monitor.toml")).read_bytes()).hexdigest()
+    except OSError:
+        toml = None
+    return (*env, ("monitor.toml", toml))
 
 
 @st.cache_resource(show_spinner=False)
@@ -80,9 +99,11 @@ def key() -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Operator:
-    name: str | None  # None: nobody signed in, read-only
+    name: str | None  # None: nobody signed in
     role: str | None
-    how: str  # "demo" | "proxy header" | "none"
+    how: str  # "demo" | PROXY | OIDC | "none"
+    sign_in: str | None = None  # how this dashboard signs people in: PROXY, OIDC, or None (read-only)
+    problem: str | None = None  # why nobody is signed in although someone tried (shown on the page)
 
     @property
     def may_activate(self) -> bool:
@@ -96,23 +117,68 @@ class Operator:
     def may_export(self) -> bool:
         return self.name is not None and self.role in EXPORTING_ROLES
 
-    def why_not(self, what: str) -> str:
+    def why_not(self, what: str, who_may: str = "support or admin") -> str:
         if self.name is None:
             return f"Read-only: nobody is signed in, so nobody may {what}."
-        return f"{self.name} ({self.role or 'not in OPERATOR_ROLES'}) may not {what}; support or admin may."
+        return f"{self.name} ({self.role or 'not in OPERATOR_ROLES'}) may not {what}; {who_may} may."
+
+
+def oidc_configured() -> bool:
+    """Whether Streamlit's secrets (`.streamlit/secrets.toml`, or `secrets.files`) have an `[auth]` section."""
+    try:
+        return bool(st.secrets.load_if_toml_exists() and "auth" in st.secrets)
+    except Exception:  # noqa: BLE001 - an unreadable secrets file means no sign-in, never a crash
+        return False
+
+
+def sign_in_method(cfg: Config) -> str | None:
+    """PROXY when TRUSTED_PROXY_HEADER is set (then it is the only way in), else OIDC when Streamlit's
+    secrets have `[auth]`, else None."""
+    if cfg.trusted_proxy_header:
+        return PROXY
+    return OIDC if oidc_configured() else None
+
+
+def _clean_name(value: object) -> str:
+    return one_line(value).strip()[:MAX_OPERATOR]
+
+
+def _from_proxy(cfg: Config) -> tuple[str | None, str | None]:
+    header = cfg.trusted_proxy_header or ""
+    values = [v.strip() for v in st.context.headers.get_all(header) if v.strip()]
+    if not values:
+        return None, f"the request carries no {header} header: open the dashboard through the sign-in proxy"
+    if len(values) > 1 or "," in values[0]:
+        # A proxy that appends instead of replacing lets a client's own copy through: trust neither.
+        return None, f"the request carries {header} more than once: the proxy must replace clients' copies"
+    return _clean_name(values[0]) or None, None
+
+
+def _from_oidc() -> tuple[str | None, str | None]:
+    user = st.user
+    if not user.get("is_logged_in"):
+        return None, None
+    email = _clean_name(user.get("email") or "")
+    if not email:
+        return None, "the identity provider gave no e-mail address, which OPERATOR_ROLES would name"
+    if user.get("email_verified") is False:
+        return None, f"the identity provider has not verified {email}"
+    return email, None
 
 
 def operator() -> Operator:
-    """The person acting in this session. Each monitor action checks the role again itself."""
+    """The person acting in this session, looked up again at every rerun. Each monitor action checks the
+    role again itself."""
     cfg = config()
     if cfg.demo:
         return Operator(DEMO_OPERATOR, role_of(cfg, DEMO_OPERATOR), "demo")
-    header = getattr(cfg, "trusted_proxy_header", None)
-    if header:
-        value = (st.context.headers.get(header) or "").strip()
-        if value:
-            return Operator(value, role_of(cfg, value), "proxy header")
-    return Operator(None, None, "none")
+    method = sign_in_method(cfg)
+    if method is None:
+        return Operator(None, None, "none")
+    name, problem = _from_proxy(cfg) if method == PROXY else _from_oidc()
+    if name is None:
+        return Operator(None, None, "none", method, problem)
+    return Operator(name, role_of(cfg, name), method, method)
 
 
 # --- the demo, brought up to date once per process -----------------------------------------------
@@ -151,8 +217,6 @@ def _demo_needs_refresh(cfg: Config, eng: Engine) -> bool:
 def bring_demo_up_to_date() -> None:
     """In demo mode, once per server process: sync, reconcile and probe when the data is stale, so the
     first screen shows the demo's incident as it is now. Never a scheduler: one run, on the first view."""
-    from monitor import actions
-
     cfg = config()
     if not cfg.demo:
         return
@@ -183,36 +247,79 @@ def bring_demo_up_to_date() -> None:
 # --- the page frame -------------------------------------------------------------------------------
 
 
-def page(title: str, icon: str, intro: str | None = None) -> Operator:
-    """Set up a page: config, title, the demo/read-only banner and the sidebar. Returns the operator."""
-    st.set_page_config(page_title=f"{title} · Payment Parity Monitor", page_icon=icon, layout="wide")
-    cfg = config()
-    who = operator()
+def _error_details(cfg: Config) -> None:
+    """Full error details (message and traceback) in the demo; outside it only the exception's type, so an
+    unexpected error never shows a customer's data or a setting in the browser (issue 7 point 5).
+    `.streamlit/config.toml` says "type" too, for anything that fails before a page gets here."""
+    st.set_option("client.showErrorDetails", "full" if cfg.demo else "type")
+
+
+def _sidebar(cfg: Config, who: Operator) -> None:
     mode = "demo (built-in emulator)" if cfg.demo else ("live" if cfg.livemode else "test")
     with st.sidebar:
         st.caption(
-            f"**Payment Parity Monitor**  \nStripe: {mode}  \nOperator: {md_code(who.name or 'nobody (read-only)', 60)}"
+            f"**Payment Parity Monitor**  \nStripe: {mode}  \nOperator: {md_code(who.name or 'nobody', 60)}"
             f"  \nRole: {md_escape(who.role or '-')}"
+            + (f"  \nSigned in through: {md_escape(who.how)}" if who.name and who.how != "demo" else "")
         )
+        if who.how == OIDC and st.button("Sign out", key="auth:sign-out", icon=":material/logout:"):
+            st.logout()
+
+
+def _sign_in_gate(cfg: Config, who: Operator) -> None:
+    """With a sign-in configured, only people in OPERATOR_ROLES get past this point; the rest see why and
+    nothing else. Without one (and outside the demo), everyone reads and nobody acts."""
+    if cfg.demo or who.sign_in is None:
+        return
+    if who.name is None:
+        if who.sign_in == OIDC:
+            st.info(
+                "**Sign in** to see payments and customers. Only people listed in `OPERATOR_ROLES` get in.",
+                icon=":material/login:",
+            )
+            if who.problem:
+                st.warning(f"Not signed in: {md_escape(who.problem, None)}.")
+            if st.button("Sign in", key="auth:sign-in", type="primary", icon=":material/login:"):
+                st.login()
+        else:
+            st.error(f"**Nobody is signed in**: {md_escape(who.problem or 'no operator', None)}.")
+        st.stop()
+    try:
+        actions.authorize_view(engine(), cfg, who.name)
+    except MonitorError as e:
+        st.error(f"**Not allowed.** {md_escape(cfg.mask(str(e)), None)}", icon=":material/block:")
+        st.stop()
+
+
+def page(title: str, icon: str, intro: str | None = None) -> Operator:
+    """Set up a page: config, title, the demo/read-only banner, the sign-in gate and the sidebar. Returns
+    the operator."""
+    st.set_page_config(page_title=f"{title} · Payment Parity Monitor", page_icon=icon, layout="wide")
+    cfg = config()
+    _error_details(cfg)
+    who = operator()
+    _sidebar(cfg, who)
     st.title(f"{icon} {title}")
     if cfg.demo:
         st.info(
             f"**Demo mode**: the built-in Stripe emulator and the demo app database. You act as "
-            f"**{DEMO_OPERATOR}** (role {who.role or 'none'}). Set `STRIPE_API_KEY` for a real account.",
+            f"**{DEMO_OPERATOR}** (role {who.role or 'none'}), with no sign-in. Set `STRIPE_API_KEY` for a "
+            "real account.",
             icon=":material/science:",
         )
-    elif who.name is None:
+    elif who.sign_in is None:
         st.warning(
-            "**Read-only**: nobody is signed in, so activating and acknowledging are off. Put the dashboard "
-            "behind a sign-in proxy (see README) to act.",
+            "**Read-only**: no sign-in is configured, so nobody may activate, acknowledge or export. Configure "
+            "`st.login` or a sign-in proxy (see README, Security) to act.",
             icon=":material/lock:",
         )
-    if intro:
-        st.caption(intro)
     try:
         engine()
     except MonitorError as e:
         st.error(f"**The monitor's store cannot be opened.** {md_escape(cfg.mask(str(e)), None)}")
         st.stop()
+    _sign_in_gate(cfg, who)
+    if intro:
+        st.caption(intro)
     bring_demo_up_to_date()
     return who

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from monitor import actions
+from monitor.config import load
 from ui import context, data
 from ui.text import money_format, to_csv
 
@@ -72,19 +74,27 @@ def show(
 
 
 def download(frame: pd.DataFrame | None, label: str, file_name: str, *, key: str) -> None:
-    """A CSV download of `frame` (formulas neutralised); off for roles that may not export."""
+    """A CSV download of `frame` (formulas neutralised); off for roles that may not export. The CSV is made
+    only when the button is clicked, after monitor.actions.authorize_export has checked the role again with
+    the settings of that moment and recorded the export: a disabled button has no file behind it, and a
+    role removed since the page was drawn gets no file either."""
     who = context.operator()
     rows = frame if frame is not None else pd.DataFrame()
+    operator, store = who.name or "", context.engine()
+
+    def csv() -> bytes:
+        # Runs on Streamlit's worker thread, outside the page's script run: fresh settings, no st.* calls.
+        actions.authorize_export(store, load(), operator, file_name, len(rows))
+        return to_csv(rows)
+
     st.download_button(
         f"{label} (CSV, {len(rows)} rows)",
         icon=":material/download:",
-        data=to_csv(rows),
+        data=csv,
         file_name=file_name,
         mime="text/csv",
         key=key,
         disabled=not who.may_export,
-        help=None
-        if who.may_export
-        else who.why_not("export").replace("support or admin", "finance, support or admin"),
+        help=None if who.may_export else who.why_not("export data", "finance, support or admin"),
         on_click="ignore",
     )

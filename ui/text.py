@@ -132,5 +132,7 @@ def to_csv(frame: pd.DataFrame) -> bytes:
         if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
             out[column] = out[column].map(neutralise_cell)
     buffer = io.StringIO()
-    out.to_csv(buffer, index=False)
+    # CRLF line ends (RFC 4180): the csv writer then quotes every cell holding a CR or LF, so a "\r=…" in a
+    # cell can never start a new row that a spreadsheet would read as a formula.
+    out.to_csv(buffer, index=False, lineterminator="\r\n")
     return buffer.getvalue().encode("utf-8")

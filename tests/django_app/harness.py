@@ -26,6 +26,8 @@ from tests.services import find_pg_bin
 
 PROJECT = Path(__file__).resolve().parent
 MIGRATE_TIMEOUT_S = 600
+# Change this when what is kept changes (its files, or how they are made): kept databases are then made anew.
+CACHE_FORMAT = "sqlite.db + pg_dump v1"
 
 
 class MigrationFailed(RuntimeError):
@@ -76,10 +78,10 @@ def migrate(url: str, apps: str = "payments") -> None:
 
 
 def cache_dir() -> Path:
-    """Where the migrated dj-stripe databases are kept: one folder per dj-stripe, Django and project version
-    (a change to this file or the settings makes a new one)."""
+    """Where the migrated dj-stripe databases are kept: one folder per dj-stripe and Django version, test
+    project settings and CACHE_FORMAT."""
     root = Path(os.environ.get("PPM_TEST_CACHE") or Path.home() / ".cache" / "payment-parity-monitor")
-    source = b"".join(p.read_bytes() for p in (Path(__file__), PROJECT / "project" / "settings.py"))
+    source = CACHE_FORMAT.encode() + (PROJECT / "project" / "settings.py").read_bytes()
     tag = hashlib.sha256(source).hexdigest()[:10]
     return root / f"djstripe-{version('dj-stripe')}-django-{version('Django')}-{tag}"
 
@@ -146,7 +148,16 @@ def djstripe_sqlite(folder: Path, path: Path) -> str:
 def djstripe_postgres(folder: Path, url: str) -> str:
     """The migrated dj-stripe database restored into the empty PostgreSQL database `url`; `url`."""
     _run(
-        [_pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(folder / "postgresql.sql"), _libpq(url)],
+        [
+            _pg_tool("psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            str(folder / "postgresql.sql"),
+            _libpq(url),
+        ],
         "restoring the migrated dj-stripe database",
     )
     return url

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,33 +14,62 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='WebhookAudit',
+            name="WebhookAudit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.CharField(db_index=True, max_length=255)),
-                ('kind', models.CharField(max_length=100)),
-                ('received', models.DateTimeField(auto_now_add=True)),
-                ('handled', models.DateTimeField(blank=True, null=True)),
-                ('ok', models.BooleanField(default=False)),
-                ('message', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("event_id", models.CharField(db_index=True, max_length=255)),
+                ("kind", models.CharField(max_length=100)),
+                ("received", models.DateTimeField(auto_now_add=True)),
+                ("handled", models.DateTimeField(blank=True, null=True)),
+                ("ok", models.BooleanField(default=False)),
+                ("message", models.TextField(blank=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Subscription',
+            name="Subscription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('plan', models.CharField(blank=True, max_length=50, null=True)),
-                ('stripe_customer', models.CharField(blank=True, max_length=255, null=True)),
-                ('stripe_session', models.CharField(blank=True, max_length=255, null=True)),
-                ('stripe_intent', models.CharField(blank=True, max_length=255, null=True)),
-                ('stripe_sub', models.CharField(blank=True, max_length=255, null=True)),
-                ('price_cents', models.PositiveIntegerField(null=True)),
-                ('price_currency', models.CharField(default='usd', max_length=3)),
-                ('state', models.CharField(choices=[('PENDING', 'Pending'), ('ACTIVE', 'Active'), ('CANCELED', 'Canceled'), ('EXPIRED', 'Expired')], default='PENDING', max_length=16)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('activated', models.DateTimeField(blank=True, null=True)),
-                ('period_end', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='subscriptions', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("plan", models.CharField(blank=True, max_length=50, null=True)),
+                ("stripe_customer", models.CharField(blank=True, max_length=255, null=True)),
+                ("stripe_session", models.CharField(blank=True, max_length=255, null=True)),
+                ("stripe_intent", models.CharField(blank=True, max_length=255, null=True)),
+                ("stripe_sub", models.CharField(blank=True, max_length=255, null=True)),
+                ("price_cents", models.PositiveIntegerField(null=True)),
+                ("price_currency", models.CharField(default="usd", max_length=3)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("ACTIVE", "Active"),
+                            ("CANCELED", "Canceled"),
+                            ("EXPIRED", "Expired"),
+                        ],
+                        default="PENDING",
+                        max_length=16,
+                    ),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("activated", models.DateTimeField(blank=True, null=True)),
+                ("period_end", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="subscriptions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
     ]
