@@ -29,7 +29,7 @@ import pandas as pd
 from sqlalchemy import Engine, insert, select, text
 
 from monitor import claims, store, webhook_replay
-from monitor.app_db import AppDatabase
+from monitor.app_db import AppDatabase, load_mapping
 from monitor.config import Config
 from monitor.errors import BadInput, MonitorError, StripeError, StripeRequestError
 from monitor.models import RepairRecord, now_utc
@@ -111,6 +111,12 @@ def activate(
         raise BadInput(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     if strategy == "webhook" and not (config.expected_webhook_url and config.webhook_secret):
         raise BadInput("the webhook strategy needs EXPECTED_WEBHOOK_URL and WEBHOOK_SECRET")
+    if strategy == "db" and not (app.mapping if app else load_mapping(config.app_schema)).repair:
+        # Said before anything is fetched or claimed (the djstripe preset: never write dj-stripe's tables).
+        raise BadInput(
+            f"APP_SCHEMA={config.app_schema} has no [repair] SQL, so the db strategy cannot write the row: "
+            "use --strategy webhook (re-send the event to the app's endpoint)"
+        )
 
     own_engine, own_app = engine is None, app is None  # what is opened here is disposed here
     engine = engine or store.open_store(config.monitor_database_url)
