@@ -12,24 +12,36 @@ sync, whose `data.object` snapshots are upserted too (monitor.store.save_objects
 from __future__ import annotations
 
 import itertools
+import os
 import queue
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete
 
 from monitor import store
+from monitor.errors import MonitorError
+from monitor.leases import Lease
+from monitor.models import Lease as LeaseRow
 from monitor.models import SyncState, SyncWindow
 from monitor.stripe_source import ENDPOINTS, RESOURCES, UNDELIVERED_EVENTS, Resource, StripeSource
 
 OVERLAP_S = 300
+SYNC_LEASE_S = 120.0  # renewed every 40 s while pages arrive; a killed sync's lease runs out
+SYNC_WAIT_S = 60.0
 # Enough requests in flight to fill Stripe's live rate (100/s) at ~150 ms a request.
 DEFAULT_WORKERS = 16
 
 # progress(resource name, objects fetched so far in this run, pages so far)
 Progress = Callable[[str, int, int], None]
+
+
+class SyncBusy(MonitorError):
+    """Another sync of the same store holds the sync lease."""
 
 
 @dataclass
@@ -212,14 +224,84 @@ def sync(
     next run resumes from it."""
     started = time.monotonic()
     now = int(time.time()) if now is None else now
+    lease = _take_sync_lease(engine)
+    try:
+        return _sync(
+            engine, source, lease, full=full, now=now, progress=progress, workers=workers, started=started
+        )
+    finally:
+        lease.release()
+
+
+def _take_sync_lease(engine: Engine) -> Lease:
+    """One sync per store at a time (the jobs process, a manual `sync`, the dashboard's "Run checks now"):
+    two would plan and split the same windows. A second one waits a while, then says who holds it."""
+    lease = Lease(
+        engine,
+        f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        name="sync",
+        duration=SYNC_LEASE_S,
+    )
+    deadline = time.monotonic() + SYNC_WAIT_S
+    while not lease.acquire():
+        held = lease.current()
+        if held.holder and _dead_local_process(held.holder):
+            _drop_lease(engine, "sync", held.holder)  # its sync was killed: what it saved is kept, resume
+            continue
+        if time.monotonic() > deadline:
+            held = lease.current()
+            until = f" until {held.expires_at:%H:%M:%S} UTC" if held.expires_at else ""
+            raise SyncBusy(
+                f"another sync of this store is running ({held.holder}{until}); try again when it ends"
+            )
+        time.sleep(0.5)
+    return lease
+
+
+def _dead_local_process(holder: str) -> bool:
+    """True when `holder` (host:pid:…) names a process on this host that no longer exists."""
+    host, _, rest = holder.partition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(rest.split(":")[0]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
+def _drop_lease(engine: Engine, name: str, holder: str) -> None:
+    t = LeaseRow.__table__
+    with engine.begin() as conn:
+        conn.execute(delete(t).where(t.c.name == name, t.c.holder == holder))
+
+
+def _sync(
+    engine: Engine,
+    source: StripeSource,
+    lease: Lease,
+    *,
+    full: bool,
+    now: int,
+    progress: Progress | None,
+    workers: int,
+    started: float,
+) -> SyncResult:
     requests_before = source.requests
     result = SyncResult(objects={r.name: 0 for r in RESOURCES})
     counted = threading.Lock()
+
+    renewed = [time.monotonic()]
 
     def on_page(name: str, n: int) -> None:
         with counted:
             result.objects[name] += n
             result.pages += 1
+            if time.monotonic() - renewed[0] > SYNC_LEASE_S / 3:  # keep the lease while we work
+                renewed[0] = time.monotonic()
+                lease.acquire()
             if progress:
                 progress(name, result.objects[name], result.pages)
 

@@ -23,6 +23,19 @@ from tests.services import (  # noqa: E402  (needs the repository root on sys.pa
     start_redis,
 )
 
+# --- isolation ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs a page as a fresh `__main__` module and leaves it in sys.modules; then
+    multiprocessing's "spawn" children of later tests re-run that page as their main script. Put the real
+    `__main__` back after every test."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 # --- PostgreSQL ----------------------------------------------------------------------------------------
 
 

@@ -110,7 +110,7 @@ def dashboard(
 
 
 def settle(page, timeout: float = 60_000) -> None:
-    """Wait until the app is connected and its script has finished running."""
+    """Wait until the app is connected and its script has run (every page has a title) and finished."""
     page.wait_for_selector("[data-testid='stAppViewContainer']", state="attached", timeout=timeout)
     page.wait_for_timeout(300)
     page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
@@ -119,6 +119,7 @@ def settle(page, timeout: float = 60_000) -> None:
     page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
         state="attached", timeout=timeout
     )
+    page.locator("[data-testid='stMain'] h1").first.wait_for(state="attached", timeout=timeout)  # it ran
     page.wait_for_timeout(500)
 
 

@@ -7,7 +7,9 @@ vouches for it as the e-mail address the dashboard's OPERATOR_ROLES names.
 Support signs in and activates a payment through the dialog; a viewer signs in and finds Activate disabled,
 and the monitor function refuses anyway; someone signed in who is not in OPERATOR_ROLES sees no data; and
 a support person removed from OPERATOR_ROLES (in `monitor.toml`) while signed in is refused at the next
-click, on the same live page and with the same identity cookie, and again after the dashboard restarts.
+click, on the same live page with the same identity cookie, and, removed in the environment instead, after
+the dashboard restarts with that cookie still valid. Signing out goes through the provider's end-session
+page.
 """
 
 from __future__ import annotations
@@ -260,29 +262,30 @@ def test_a_signed_in_viewer_cannot_activate_and_the_monitor_refuses_anyway(world
 
     result = repair.activate(world.config(), pay["cs"], "viewer@example.com")
     assert result.outcome == "refused" and "viewer" in result.reason
-    with pytest.raises(Forbidden, match="viewer@example.com may not export"):
-        authorize_export(
-            store.open_store(world.env["MONITOR_DATABASE_URL"]), world.config(), "viewer@example.com", "x.csv"
-        )
+    engine = store.open_store(world.env["MONITOR_DATABASE_URL"])
+    try:
+        with pytest.raises(Forbidden, match="viewer@example.com may not export"):
+            authorize_export(engine, world.config(), "viewer@example.com", "payments.csv")
+    finally:
+        engine.dispose()
+
     assert world.rows(pay["cs"]) == []
     assert ("viewer@example.com", "refused", False) in world.ledger(pay["cs"])
 
 
 def test_someone_signed_in_but_not_in_operator_roles_sees_no_data(world, served, browser):
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(served.url)
-    settle(page)
-    page.locator("button", has_text="Sign in").click()
-    page.wait_for_url(re.compile(r".*/oauth2/authorize.*"), timeout=30_000)
-    page.locator("input[name='sub']").fill("stranger@example.com")
-    page.locator("button", has_text="Authorize").click()
-    page.wait_for_url(re.compile(rf"^{re.escape(served.url)}/?(\?.*)?$"), timeout=30_000)
-    settle(page)
+    page = sign_in(browser, served.url, "stranger@example.com")
     text_now = main_text(page)
     assert "stranger@example.com may not use the dashboard" in text_now
     assert "USD" not in text_now and "customer@example.com" not in text_now
-    context.close()
+
+    # Signing out goes through the provider's end-session page and back, signed out.
+    page.locator("[data-testid='stSidebar'] button", has_text="Sign out").click()
+    page.locator("button", has_text="End session").click()
+    page.wait_for_url(re.compile(rf"^{re.escape(served.url)}/?(\?.*)?$"), timeout=30_000)
+    settle(page)
+    assert "Sign in" in main_text(page) and "stranger@example.com" not in sidebar_text(page)
+    page.context.close()
     refusals = [r for r in world.runs("action:view") if "stranger@example.com" in (r[2] or "")]
     assert refusals and refusals[-1][0] == "failed"
 
@@ -308,16 +311,19 @@ def test_a_support_person_removed_from_operator_roles_is_refused_at_the_next_cli
     refusals = [r for r in world.runs("action:view") if "leaver@example.com" in (r[2] or "")]
     assert refusals and refusals[-1][0] == "failed"
 
-    # The 30-day identity cookie outlives a restart of the dashboard, and is still refused after it.
+    # Removed in the environment instead (which wins over monitor.toml) and the dashboard restarted: the
+    # 30-day identity cookie outlives the restart, and is refused after it.
+    world.write_roles(ROLES)
     stop(served.process)
+    roles = ",".join(f"{k}={v}" for k, v in ROLES.items() if k != "leaver@example.com")
     with dashboard(
-        world.env,
+        {**world.env, "OPERATOR_ROLES": roles},
         world.where / "streamlit-2.log",
         port=world.port,
         args=["--secrets.files", str(world.where / "secrets.toml")],
     ) as again:
         page.goto(again.url)
         settle(page)
-        assert "leaver@example.com may not use the dashboard" in main_text(page)
         assert "leaver@example.com" in sidebar_text(page)  # still signed in: the cookie is valid
+        assert "leaver@example.com may not use the dashboard" in main_text(page)
     page.context.close()

@@ -282,3 +282,21 @@ def test_pages_parsed_once_by_orjson_equal_what_the_sdks_raw_request_gives():
             "get", "/v1/checkout/sessions", limit=100, expand=["data.customer"]
         )
     assert ours == sdk.data
+
+
+def test_a_second_sync_of_the_same_store_waits_for_the_first_or_says_who_holds_it(engine):
+    from monitor import sync as sync_module
+    from monitor.leases import Lease
+
+    other = Lease(engine, "elsewhere:1:abc", name="sync", duration=60)
+    assert other.acquire()
+    sync_module.SYNC_WAIT_S, waited = 0.5, sync_module.SYNC_WAIT_S
+    try:
+        with (
+            server.start(account().objects, api_key=KEY) as running,
+            pytest.raises(sync_module.SyncBusy, match="elsewhere:1:abc"),
+        ):
+            sync(engine, source(running), now=NOW)
+    finally:
+        sync_module.SYNC_WAIT_S = waited
+    other.release()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from monitor.config import EXTRA_SETTINGS, SETTINGS, Config, ConfigError, load
 from monitor.errors import MonitorError
 from monitor.models import now_utc
 from monitor.repair import ACTIVATING_ROLES, role_of
-from ui.text import md_code, md_escape, one_line
+from ui.text import md_code, md_escape, short
 
 DEMO_OPERATOR = "demo-operator"
 ACKNOWLEDGING_ROLES = actions.ACKNOWLEDGING_ROLES  # support and admin (issue 7: roles)
@@ -139,8 +140,22 @@ def sign_in_method(cfg: Config) -> str | None:
     return OIDC if oidc_configured() else None
 
 
-def _clean_name(value: object) -> str:
-    return one_line(value).strip()[:MAX_OPERATOR]
+def _identity(value: object) -> tuple[str | None, str | None]:
+    """An identity as given, or (None, why not). Never normalised into someone else: a name with invisible,
+    control or space characters, or with a character that lower-cases to ASCII (the Kelvin sign K becomes
+    k), is refused rather than cleaned, since OPERATOR_ROLES is matched case-insensitively."""
+    name = str(value or "").strip()
+    if not name:
+        return None, None
+    if len(name) > MAX_OPERATOR:
+        return None, f"the identity is longer than {MAX_OPERATOR} characters"
+    for c in name:
+        if c.isspace() or unicodedata.category(c)[0] == "C" or (not c.isascii() and c.lower().isascii()):
+            return (
+                None,
+                f"the identity {short(name, 80)!r} holds a character U+{ord(c):04X} that is not allowed",
+            )
+    return name, None
 
 
 def _from_proxy(cfg: Config) -> tuple[str | None, str | None]:
@@ -151,16 +166,19 @@ def _from_proxy(cfg: Config) -> tuple[str | None, str | None]:
     if len(values) > 1 or "," in values[0]:
         # A proxy that appends instead of replacing lets a client's own copy through: trust neither.
         return None, f"the request carries {header} more than once: the proxy must replace clients' copies"
-    return _clean_name(values[0]) or None, None
+    return _identity(values[0])
 
 
 def _from_oidc() -> tuple[str | None, str | None]:
     user = st.user
     if not user.get("is_logged_in"):
         return None, None
-    email = _clean_name(user.get("email") or "")
-    if not email:
-        return None, "the identity provider gave no e-mail address, which OPERATOR_ROLES would name"
+    email, problem = _identity(user.get("email"))
+    if email is None:
+        return (
+            None,
+            problem or "the identity provider gave no e-mail address, which OPERATOR_ROLES would name",
+        )
     if user.get("email_verified") is False:
         return None, f"the identity provider has not verified {email}"
     return email, None
