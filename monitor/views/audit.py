@@ -7,22 +7,9 @@ from sqlalchemy import Engine, select
 
 from monitor.models import AlertDelivery, JobRun, RepairRecord
 from monitor.views.common import first_line, frame
+from monitor.views.payment_reads import REPAIR_FIELDS
 
-REPAIR_COLUMNS = (
-    "id",
-    "started_at",
-    "finished_at",
-    "payment_id",
-    "operator",
-    "role",
-    "strategy",
-    "dry_run",
-    "outcome",
-    "reason",
-    "stripe_state",
-    "rows_before",
-    "rows_after",
-)
+REPAIR_COLUMNS = REPAIR_FIELDS  # one list of the ledger's columns, shared with the customer views
 JOB_COLUMNS = ("id", "job", "started_at", "finished_at", "duration_s", "outcome", "error", "counts")
 ALERT_COLUMNS = ("id", "sent_at", "status", "target", "title", "error", "duration_ms", "keys")
 
