@@ -32,8 +32,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "STRIPE_API_KEY",
-        "secret or restricted key; a read-only restricted key (`rk_…`) is enough for everything "
-        "but webhook replay",
+        "secret or restricted key; a read-only restricted key (`rk_…`) is enough, webhook replay included "
+        "(it reads the event and signs it with WEBHOOK_SECRET)",
         "unset: demo mode, the built-in Stripe emulator with the demo scenario",
         secret=True,
     ),

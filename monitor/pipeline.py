@@ -136,6 +136,13 @@ def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None
     and report the current (open and acknowledged) findings."""
     now = now or now_utc()
     app = open_app_database(config)
+    try:
+        return _reconcile(config, engine, app, now)
+    finally:
+        app.dispose()
+
+
+def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) -> Report:
     ensure_demo_history(config, engine)
     grace = timedelta(minutes=config.grace_minutes)
     with store.RunRecorder(engine, "reconcile") as run:
