@@ -12,17 +12,14 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from monitor.config import EXTRA_SETTINGS, SETTINGS
-from tests.services import free_port, run_cli
+from tests import streamlit_server
+from tests.services import run_cli
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -79,56 +76,8 @@ def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
     for step in (["sync"], ["reconcile"]):
         done = run_cli(step, env)
         assert done.returncode == 0, done.stdout + done.stderr
-    port = free_port()
-    log = (where / "streamlit.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "dashboard.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                    if answer.read().decode() == "ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    "the dashboard never answered /_stcore/health:\n" + (where / "streamlit.log").read_text()
-                )
-            time.sleep(0.3)
-        yield url, env, where
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    with streamlit_server.dashboard(env, where / "streamlit.log") as served:
+        yield served.url, env, where
 
 
 @pytest.fixture(scope="module")
