@@ -207,3 +207,31 @@ def many_sessions(newest: int, n: int, *, start: int = 0) -> list[dict]:
         )
         for i in range(n)
     ]
+
+
+def known_cases(a: Account) -> tuple[set[tuple[str, str]], dict[str, dict]]:
+    """The named cast of one case per payment finding kind, added to `a`: the (kind, payment id or
+    row:ID) findings they must produce, and the payments by name (fine, never, pending, …)."""
+    expect: set[tuple[str, str]] = set()
+    fine = a.checkout_payment("alice@example.com")
+    a.row(fine, "alice@example.com")
+    never = a.checkout_payment("bob@example.com")
+    expect.add(("paid_without_subscription", never["cs"]))
+    pending = a.checkout_payment("carol@example.com")
+    a.row(pending, "carol@example.com", status="pending")
+    expect.add(("subscription_not_active", pending["cs"]))
+    refunded = a.checkout_payment("dave@example.com", refunded=14900)
+    a.row(refunded, "dave@example.com")
+    expect.add(("refunded_but_active", refunded["cs"]))
+    cheaper = a.checkout_payment("frank@example.com")
+    a.row(cheaper, "frank@example.com", amount=9900)
+    expect.add(("amount_mismatch", cheaper["cs"]))
+    twice = a.checkout_payment("grace@example.com")
+    a.row(twice, "grace@example.com")
+    a.row(twice, "grace@example.com")
+    expect.add(("duplicate_subscription", twice["cs"]))
+    orphan = a.row(None, "heidi@example.com")
+    expect.add(("active_without_payment", f"row:{orphan}"))
+    a.checkout_payment("ivan@example.com", age_s=120)  # within the grace period
+    pays = {"fine": fine, "never": never, "pending": pending, "refunded": refunded, "cheaper": cheaper}
+    return expect, {**pays, "twice": twice}

@@ -25,17 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
+CHROMIUM, CHROMIUM_ARGS = streamlit_server.CHROMIUM, streamlit_server.CHROMIUM_ARGS
 REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 STAGING_URL = "https://staging.example-saas.com/stripe/webhook"
 PAGES = {

@@ -14,7 +14,7 @@ from monitor.emulator import server
 from monitor.findings import PAYMENT_KINDS
 from tests.conftest import REPO_ROOT
 from tests.services import free_port
-from tests.stripe_cast import Account
+from tests.stripe_cast import Account, known_cases
 
 KEY = "sk_test_cli"
 
@@ -52,26 +52,7 @@ def cases(tmp_path):
     """A fixture file and app database with known cases, and the findings they must produce."""
     a = Account(int(time.time()))
     expect = set()
-    fine = a.checkout_payment("alice@example.com")
-    a.row(fine, "alice@example.com")
-    never = a.checkout_payment("bob@example.com")
-    expect.add(("paid_without_subscription", never["cs"]))
-    pending = a.checkout_payment("carol@example.com")
-    a.row(pending, "carol@example.com", status="pending")
-    expect.add(("subscription_not_active", pending["cs"]))
-    refunded = a.checkout_payment("dave@example.com", refunded=14900)
-    a.row(refunded, "dave@example.com")
-    expect.add(("refunded_but_active", refunded["cs"]))
-    cheaper = a.checkout_payment("frank@example.com")
-    a.row(cheaper, "frank@example.com", amount=9900)
-    expect.add(("amount_mismatch", cheaper["cs"]))
-    twice = a.checkout_payment("grace@example.com")
-    a.row(twice, "grace@example.com")
-    a.row(twice, "grace@example.com")
-    expect.add(("duplicate_subscription", twice["cs"]))
-    orphan = a.row(None, "heidi@example.com")
-    expect.add(("active_without_payment", f"row:{orphan}"))
-    a.checkout_payment("ivan@example.com", age_s=120)  # within the grace period
+    expect |= known_cases(a)[0]
     fixtures = tmp_path / "fixtures.json"
     fixtures.write_text(json.dumps({"objects": a.objects}))
     app_url = f"sqlite:///{tmp_path / 'case-app.db'}"
