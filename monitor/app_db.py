@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from monitor.config import mask_url
-from monitor.db import make_engine, read_frame
+from monitor.db import make_engine, read_bulk, read_frame
 from monitor.errors import AppDatabaseError, MappingError
 from monitor.reconcile import SUBSCRIPTION_COLUMNS  # the canonical columns a mapping returns
 
@@ -236,7 +236,7 @@ class AppDatabase:
 
     def _read(self, conn: Connection, query: str, what: str, columns: tuple[str, ...]) -> pd.DataFrame:
         try:
-            df = read_frame(conn, text(query))
+            df = read_bulk(conn, query)
         except DBAPIError as e:
             if e.connection_invalidated or _is_connection_error(e):
                 raise AppDatabaseError(
@@ -264,10 +264,11 @@ class AppDatabase:
             ) from None
 
     def read_subscriptions(self) -> pd.DataFrame:
-        """The app's subscription rows with the canonical columns, times as UTC."""
+        """The app's subscription rows with the canonical columns, read in bulk: times as UTC, text as
+        pandas strings (missing is NaN), amount as Int64."""
         with self._connect() as conn:
             df = self._read(conn, self.mapping.subscriptions_query, "[subscriptions]", SUBSCRIPTION_COLUMNS)
-        return _normalise(df)
+        return _normalise(df, text="str")
 
     def read_webhook_log(self) -> pd.DataFrame | None:
         """The app's log of webhooks it received, or None when the mapping has none (or it is optional and
@@ -393,14 +394,19 @@ def _is_connection_error(e: DBAPIError) -> bool:
     )
 
 
-def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+def _normalise(df: pd.DataFrame, text: str = "object") -> pd.DataFrame:
+    """Canonical types: times as UTC, amount as Int64, text as `text` ("object": str or None; "str":
+    pandas strings, missing as NaN, for the bulk reads reconciliation vectorises)."""
     df = df.copy()
     for column in _TIME_COLUMNS:
         if column in df.columns:
             df[column] = pd.to_datetime(df[column], utc=True, errors="coerce", format="mixed")
     for column in (*_ID_COLUMNS, "email", "currency", "status", "event_id", "type", "error"):
         if column in df.columns:
-            df[column] = df[column].astype(object).where(df[column].notna(), None)
+            if text == "str":
+                df[column] = df[column].astype("str")
+            else:
+                df[column] = df[column].astype(object).where(df[column].notna(), None)
     if "amount" in df.columns:
         df["amount"] = pd.to_numeric(df["amount"], errors="coerce").astype("Int64")
     return df

@@ -3,8 +3,9 @@
 Stripe objects are kept one table per type, with the columns reconciliation needs plus the raw JSON as
 the API returned it. `snapshot_at` (unix seconds) says how fresh a row's copy is: a list fetch stamps the
 fetch time, an event's `data.object` stamps the event's time, and an upsert never replaces a fresher copy
-with an older one. Payments are the `payments` view over sessions, invoices and payment intents
-(DESIGN.md "What counts as a payment").
+with an older one. What counts as a payment is the `payment_sources` view over sessions, invoices and
+payment intents (DESIGN.md "What counts as a payment"); the `payments` table is that view materialised
+with each payment's refunds, dispute, Stripe subscription status and event (monitor/payment_table.py).
 """
 
 from __future__ import annotations
@@ -174,6 +175,36 @@ class WebhookEndpoint(_StripeObject, Base):
     url: Mapped[str] = mapped_column(Text)
     status: Mapped[str | None] = mapped_column(String(32))
     enabled_events: Mapped[str] = mapped_column(Text)  # JSON list
+
+
+class PaymentRow(Base):
+    """One payment, as monitor.payment_table computes it; times are unix seconds like the objects'."""
+
+    __tablename__ = "payments"
+    payment_id: Mapped[str] = _id()
+    source: Mapped[str] = mapped_column(String(32))
+    checkout_session_id: Mapped[str | None] = _ref()
+    payment_intent_id: Mapped[str | None] = _ref()
+    invoice_id: Mapped[str | None] = _ref()
+    stripe_subscription_id: Mapped[str | None] = _ref()
+    stripe_subscription_status: Mapped[str | None] = mapped_column(String(32))
+    customer_id: Mapped[str | None] = _ref()
+    customer_email: Mapped[str | None] = mapped_column(Text)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    created: Mapped[int | None] = mapped_column(BigInteger)
+    amount_refunded: Mapped[int] = mapped_column(BigInteger)
+    dispute_status: Mapped[str | None] = mapped_column(String(32))
+    billing_reason: Mapped[str | None] = mapped_column(String(64))
+    period_end: Mapped[int | None] = mapped_column(BigInteger)
+    event_id: Mapped[str | None] = _ref()
+    livemode: Mapped[bool | None] = mapped_column(Boolean)
+    __table_args__ = (
+        Index(None, "payment_intent_id"),
+        Index(None, "customer_id"),
+        Index(None, "stripe_subscription_id"),
+        Index(None, "created"),
+    )
 
 
 class SyncWindow(Base):

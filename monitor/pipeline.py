@@ -151,12 +151,12 @@ def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) 
         )  # first: a mapping that does not fit is the first thing to say
         webhook_log = app.read_webhook_log()
         with engine.connect() as conn:
+            payments = snapshot.read_payments(conn)  # first on this connection: read column-wise
             if not store.has_synced(conn):
                 raise MonitorError(
                     "the store holds no Stripe data yet: run `python -m monitor sync` first (reconciling an "
                     "empty snapshot would call every subscription unpaid)"
                 )
-            payments = snapshot.read_payments(conn)
             events = snapshot.read_events(conn)
             endpoints = snapshot.read_endpoints(conn)
             history = store.probe_history(conn, since=now - timedelta(days=HISTORY_DAYS))

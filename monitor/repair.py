@@ -325,7 +325,7 @@ def _replay(
 
 
 def _announcing_event(engine: Engine, payment_id: str) -> str | None:
-    from monitor.snapshot import PAYMENT_EVENT_TYPES
+    from monitor.payment_table import PAYMENT_EVENT_TYPES
 
     with engine.connect() as conn:
         rows = conn.execute(

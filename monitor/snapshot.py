@@ -6,41 +6,12 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, text
 
-from monitor.db import read_frame
+from monitor.db import read_bulk, read_frame
+from monitor.reconcile import PAYMENT_COLUMNS
 
-# Events that announce a payment, in order of preference for a payment's `event_id`.
-PAYMENT_EVENT_TYPES = (
-    "checkout.session.completed",
-    "checkout.session.async_payment_succeeded",
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "payment_intent.succeeded",
-)
-
-_REFUNDED = text("""
-SELECT COALESCE(r.payment_intent_id, ch.payment_intent_id) AS payment_intent_id, SUM(r.amount) AS refunded
-FROM stripe_refunds r LEFT JOIN stripe_charges ch ON ch.id = r.charge_id
-WHERE r.status IN ('succeeded', 'pending')
-GROUP BY COALESCE(r.payment_intent_id, ch.payment_intent_id)
-""")
-_CHARGE_REFUNDED = text("""
-SELECT payment_intent_id, SUM(amount_refunded) AS charge_refunded FROM stripe_charges
-WHERE payment_intent_id IS NOT NULL AND amount_refunded > 0 GROUP BY payment_intent_id
-""")
-_PAYMENT_EVENTS = text(
-    "SELECT object_id AS payment_id, id AS event_id, type, created AS event_created FROM stripe_events "
-    "WHERE type IN :types"
-).bindparams(bindparam("types", expanding=True))
-_SUBSCRIPTIONS = text(
-    "SELECT id AS stripe_subscription_id, status AS stripe_subscription_status FROM stripe_subscriptions"
-)
-_DISPUTES = text("""
-SELECT COALESCE(d.payment_intent_id, ch.payment_intent_id) AS payment_intent_id, d.status AS dispute_status,
-       d.created AS dispute_created
-FROM stripe_disputes d LEFT JOIN stripe_charges ch ON ch.id = d.charge_id
-""")
+_PAYMENTS = f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments"
 
 
 def _utc(seconds: pd.Series) -> pd.Series:
@@ -49,42 +20,9 @@ def _utc(seconds: pd.Series) -> pd.Series:
 
 def read_payments(conn: Connection) -> pd.DataFrame:
     """Every payment in the snapshot, with its refunded amount, dispute state, Stripe subscription
-    status and announcing event: the `payments` frame `monitor.reconcile` takes."""
-    from monitor.reconcile import PAYMENT_COLUMNS
-
-    payments = read_frame(conn, text("SELECT * FROM payments"))
-    if payments.empty:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in PAYMENT_COLUMNS}).pipe(_typed)
-
-    refunded = read_frame(conn, _REFUNDED)
-    charge_refunded = read_frame(conn, _CHARGE_REFUNDED)
-    payments = payments.merge(refunded, on="payment_intent_id", how="left")
-    payments = payments.merge(charge_refunded, on="payment_intent_id", how="left")
-    payments["amount_refunded"] = (
-        payments[["refunded", "charge_refunded"]].apply(pd.to_numeric).max(axis=1).fillna(0).astype("int64")
-    )
-
-    disputes = read_frame(conn, _DISPUTES)
-    if not disputes.empty:
-        latest = disputes.sort_values("dispute_created").drop_duplicates("payment_intent_id", keep="last")
-        payments = payments.merge(
-            latest[["payment_intent_id", "dispute_status"]], on="payment_intent_id", how="left"
-        )
-    else:
-        payments["dispute_status"] = None
-
-    subs = read_frame(conn, _SUBSCRIPTIONS)
-    payments = payments.merge(subs, on="stripe_subscription_id", how="left")
-
-    events = read_frame(conn, _PAYMENT_EVENTS, {"types": list(PAYMENT_EVENT_TYPES)})
-    if not events.empty:
-        rank = {t: i for i, t in enumerate(PAYMENT_EVENT_TYPES)}
-        events["rank"] = events["type"].map(rank)
-        events = events.sort_values(["rank", "event_created"]).drop_duplicates("payment_id", keep="first")
-        payments = payments.merge(events[["payment_id", "event_id"]], on="payment_id", how="left")
-    else:
-        payments["event_id"] = None
-    return _typed(payments[list(PAYMENT_COLUMNS)])
+    status and announcing event: the `payments` frame `monitor.reconcile` takes. Column-wise when `conn`
+    has not begun a transaction yet (`monitor.db.read_bulk`)."""
+    return _typed(read_bulk(conn, _PAYMENTS))
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:

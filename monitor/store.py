@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from monitor import payment_table
 from monitor.config import mask_url
 from monitor.db import make_engine
 from monitor.errors import StoreError
@@ -147,6 +148,7 @@ def save_objects(conn: Connection, objects: Iterable[dict], snapshot_at: int) ->
                 _keep_freshest(by_type, inner_kind, row_for(inner, obj.get("created") or 0))
     for kind, rows in by_type.items():
         _upsert(conn, table_for(kind), list(rows.values()))
+    payment_table.refresh(conn, {kind: rows.values() for kind, rows in by_type.items()})
     return saved
 
 

@@ -95,7 +95,8 @@ def test_it_reads_subscriptions_with_the_canonical_columns_and_utc_times(app_url
     assert alice["amount"] == 14900
     assert alice["created_at"] == pd.Timestamp("2026-11-20 10:00:05", tz="UTC")
     carol = subs[subs["id"] == 2].iloc[0]
-    assert carol["payment_intent_id"] is None
+    assert pd.isna(carol["payment_intent_id"])  # text as pandas strings: missing is NaN
+    assert subs["payment_intent_id"].dtype == "str"
     assert pd.isna(carol["amount"])
     assert pd.isna(carol["current_period_end"])
 

@@ -33,10 +33,17 @@ def engine(request, tmp_path):
     e.dispose()
 
 
-def test_opening_a_store_creates_every_table_and_the_payments_view(engine):
+def test_opening_a_store_creates_every_table_and_the_payment_sources_view(engine):
     names = set(inspect(engine).get_table_names())
-    assert {"stripe_checkout_sessions", "stripe_events", "findings", "job_runs", "sync_windows"} <= names
-    assert "payments" in inspect(engine).get_view_names()
+    assert {
+        "stripe_checkout_sessions",
+        "stripe_events",
+        "findings",
+        "job_runs",
+        "sync_windows",
+        "payments",
+    } <= names
+    assert "payment_sources" in inspect(engine).get_view_names()
 
 
 def test_many_processes_may_open_a_new_store_at_once(tmp_path):

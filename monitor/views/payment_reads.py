@@ -1,6 +1,6 @@
-"""A few payments read by id, each joined the way monitor.snapshot.read_payments joins all of them (refunded
-amount, latest dispute, Stripe subscription status, announcing event), with every read bounded by the ids:
-index lookups, never a pass over the snapshot."""
+"""A few payments read by id from the store's `payments` table (monitor/payment_table.py), with the charges,
+refunds and disputes behind them for their timelines; every read bounded by the ids: index lookups, never a
+pass over the snapshot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from monitor.models import RepairRecord
 from monitor.reconcile import PAYMENT_COLUMNS
-from monitor.snapshot import PAYMENT_EVENT_TYPES
 from monitor.views.common import from_epoch, loads
 
 # id prefix -> the table holding that Stripe object
@@ -30,14 +29,11 @@ OBJECT_TABLES = {
 }
 
 
-_ADDED = ("amount_refunded", "dispute_status", "stripe_subscription_status", "event_id")
-
-
 def _expanding(sql: str, *names: str):
     return text(sql).bindparams(*(bindparam(n, expanding=True) for n in names))
 
 
-_PAYMENTS = _expanding("SELECT * FROM payments WHERE payment_id IN :ids", "ids")
+_PAYMENTS = _expanding(f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments WHERE payment_id IN :ids", "ids")
 _CHARGES = _expanding(
     "SELECT id, payment_intent_id, amount_refunded FROM stripe_charges WHERE payment_intent_id IN :pis", "pis"
 )
@@ -53,7 +49,6 @@ _DISPUTES = _expanding(
     "pis",
     "charges",
 )
-_SUBSCRIPTIONS = _expanding("SELECT id, status FROM stripe_subscriptions WHERE id IN :ids", "ids")
 _EVENTS = _expanding(
     "SELECT id, type, created, pending_webhooks, object_id, livemode FROM stripe_events "
     "WHERE object_id IN :objects",
@@ -69,8 +64,8 @@ def payments_by_id(conn: Connection, payment_ids: Collection[str]) -> tuple[pd.D
     """(the payments among `payment_ids` as a frame of monitor.reconcile.PAYMENT_COLUMNS, newest first,
     {"charges", "refunds", "disputes"}: lists of dicts about them, for timelines)."""
     ids = _ids(payment_ids)
-    rows = conn.execute(_PAYMENTS, {"ids": ids}).mappings().all() if ids else []
-    df = pd.DataFrame([dict(r) for r in rows], columns=[c for c in PAYMENT_COLUMNS if c not in _ADDED])
+    rows = conn.execute(_PAYMENTS, {"ids": ids}).all() if ids else []
+    df = pd.DataFrame([tuple(r) for r in rows], columns=list(PAYMENT_COLUMNS))
     pis = _ids(df["payment_intent_id"].tolist())
     charges = [dict(r) for r in conn.execute(_CHARGES, {"pis": pis}).mappings()] if pis else []
     charge_ids = _ids(c["id"] for c in charges) or [""]
@@ -81,34 +76,6 @@ def payments_by_id(conn: Connection, payment_ids: Collection[str]) -> tuple[pd.D
     pi_of_charge = {c["id"]: c["payment_intent_id"] for c in charges}
     for r in (*refunds, *disputes):
         r["payment_intent_id"] = r["payment_intent_id"] or pi_of_charge.get(r["charge_id"])
-
-    refunded: dict[str, int] = {}
-    for r in refunds:
-        if r["status"] in ("succeeded", "pending") and r["amount"] is not None:
-            refunded[r["payment_intent_id"]] = refunded.get(r["payment_intent_id"], 0) + int(r["amount"])
-    charge_refunded: dict[str, int] = {}
-    for c in charges:
-        if c["amount_refunded"]:
-            pi = c["payment_intent_id"]
-            charge_refunded[pi] = charge_refunded.get(pi, 0) + int(c["amount_refunded"])
-    latest_dispute = {}
-    for d in sorted(disputes, key=lambda d: d["created"]):
-        latest_dispute[d["payment_intent_id"]] = d["status"]
-    subs = _ids(df["stripe_subscription_id"].tolist())
-    sub_status = dict(conn.execute(_SUBSCRIPTIONS, {"ids": subs}).all()) if subs else {}
-    events = [dict(r) for r in conn.execute(_EVENTS, {"objects": ids}).mappings()] if ids else []
-    rank = {t: i for i, t in enumerate(PAYMENT_EVENT_TYPES)}
-    announcing: dict[str, str] = {}
-    for e in sorted((e for e in events if e["type"] in rank), key=lambda e: (rank[e["type"]], e["created"])):
-        announcing.setdefault(e["object_id"], e["id"])
-
-    pi = df["payment_intent_id"]
-    df["amount_refunded"] = [
-        max(refunded.get(p, 0), charge_refunded.get(p, 0)) if isinstance(p, str) else 0 for p in pi
-    ]
-    df["dispute_status"] = [latest_dispute.get(p) if isinstance(p, str) else None for p in pi]
-    df["stripe_subscription_status"] = [sub_status.get(s) for s in df["stripe_subscription_id"]]
-    df["event_id"] = [announcing.get(p) for p in df["payment_id"]]
     df = df[list(PAYMENT_COLUMNS)].copy()
     df["created"] = pd.to_datetime(pd.to_numeric(df["created"]), unit="s", utc=True)
     df["period_end"] = pd.to_datetime(pd.to_numeric(df["period_end"]), unit="s", utc=True)
