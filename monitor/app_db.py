@@ -400,7 +400,7 @@ def _normalise(df: pd.DataFrame, text: str = "object") -> pd.DataFrame:
     df = df.copy()
     for column in _TIME_COLUMNS:
         if column in df.columns:
-            df[column] = pd.to_datetime(df[column], utc=True, errors="coerce", format="mixed")
+            df[column] = _utc_times(df[column])
     for column in (*_ID_COLUMNS, "email", "currency", "status", "event_id", "type", "error"):
         if column in df.columns:
             if text == "str":
@@ -410,6 +410,24 @@ def _normalise(df: pd.DataFrame, text: str = "object") -> pd.DataFrame:
     if "amount" in df.columns:
         df["amount"] = pd.to_numeric(df["amount"], errors="coerce").astype("Int64")
     return df
+
+
+def _utc_times(s: pd.Series) -> pd.Series:
+    """Times as UTC: naive values are taken as UTC, offsets converted, anything unreadable is NaT. Text
+    read in bulk goes through Arrow's ISO 8601 parser first (naive, then with offsets; a tenth of pandas'
+    time on a million rows); whatever it cannot read, through pandas' per-value parser."""
+    if s.dtype == "str":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = pa.array(s, type=pa.string(), from_pandas=True)
+        for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+            try:
+                parsed = pd.Series(pc.cast(values, target).to_pandas(), index=s.index, name=s.name)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+            return parsed if target.tz else parsed.dt.tz_localize("UTC")
+    return pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
 
 
 def default_schema_statements(dialect: str) -> list[str]:

@@ -51,7 +51,7 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from monitor import lifecycle, snapshot, store
+from monitor import lifecycle, pipeline, snapshot, store
 from monitor.app_db import AppDatabase, create_default_schema, load_mapping
 from monitor.emulator.shapes import example
 from monitor.findings import PAYMENT_KINDS, Finding, finding_id
@@ -880,16 +880,13 @@ def child_reconcile(args: argparse.Namespace) -> dict:
         engine = store.open_store(args.store)
         app = AppDatabase(args.app, load_mapping("default"))
         t0 = time.perf_counter()
-        with engine.connect() as conn:
-            payments = snapshot.read_payments(conn)
+        payments, subscriptions = pipeline.read_both_sides(engine, app)
         t1 = time.perf_counter()
-        subscriptions = app.read_subscriptions()
-        t2 = time.perf_counter()
         result = reconcile(
             payments, subscriptions, now=now, grace=GRACE, active_statuses=app.mapping.active_statuses
         )
-        t3 = time.perf_counter()
-        out.update(read_payments_s=t1 - t0, read_rows_s=t2 - t1, reconcile_s=t3 - t2)
+        t2 = time.perf_counter()
+        out.update(read_s=t1 - t0, reconcile_s=t2 - t1)
         engine.dispose()
         app.dispose()
     else:
