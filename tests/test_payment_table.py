@@ -38,11 +38,10 @@ def table(conn) -> list[tuple]:
 
 def recomputed(engine) -> list[tuple]:
     """The table as one full pass computes it (rolled back: the stored table is left as it was)."""
-    with engine.connect() as conn:
-        with conn.begin() as txn:
-            payment_table.rebuild(conn)
-            rows = table(conn)
-            txn.rollback()
+    with engine.connect() as conn, conn.begin() as txn:
+        payment_table.rebuild(conn)
+        rows = table(conn)
+        txn.rollback()
     return rows
 
 
