@@ -151,12 +151,13 @@ def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) 
         payments, subscriptions = read_both_sides(engine, app)
         webhook_log = app.read_webhook_log()
         with engine.connect() as conn:
+            events = snapshot.read_events(conn)  # first on this connection: read column-wise
+        with engine.connect() as conn:
             if not store.has_synced(conn):
                 raise MonitorError(
                     "the store holds no Stripe data yet: run `python -m monitor sync` first (reconciling an "
                     "empty snapshot would call every subscription unpaid)"
                 )
-            events = snapshot.read_events(conn)
             endpoints = snapshot.read_endpoints(conn)
             history = store.probe_history(conn, since=now - timedelta(days=HISTORY_DAYS))
         result = reconcile(

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 from sqlalchemy import Connection, text
 
-from monitor.db import read_bulk, read_frame
+from monitor.db import read_bulk
 from monitor.reconcile import PAYMENT_COLUMNS
 
 _PAYMENTS = f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments"
@@ -36,14 +36,13 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-_EVENTS = text(
-    "SELECT id, type, created, pending_webhooks, object_id, object_type, livemode FROM stripe_events"
-)
+_EVENTS = "SELECT id, type, created, pending_webhooks, object_id, object_type, livemode FROM stripe_events"
 
 
 def read_events(conn: Connection) -> pd.DataFrame:
-    """Every stored event: id, type, created (UTC), pending_webhooks, object_id, object_type, livemode."""
-    events = read_frame(conn, _EVENTS)
+    """Every stored event: id, type, created (UTC), pending_webhooks, object_id, object_type, livemode.
+    Column-wise when `conn` has not begun a transaction yet (`monitor.db.read_bulk`)."""
+    events = read_bulk(conn, _EVENTS)
     events["created"] = _utc(events["created"])
     events["pending_webhooks"] = pd.to_numeric(events["pending_webhooks"]).fillna(0).astype("int64")
     events["livemode"] = events["livemode"].fillna(False).astype(bool)
