@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -52,11 +54,12 @@ def read_frame(conn: Connection, statement, params: dict | None = None) -> pd.Da
 
 
 def read_bulk(conn: Connection, sql: str) -> pd.DataFrame:
-    """Every row of one query, for the big reads (all payments, all of the app's rows).
+    """Every row of one query, for the big reads (all payments, all events, all of the app's rows).
 
     On a connection that has not begun a transaction (so there is nothing uncommitted it could miss), the
-    query is read column-wise through ADBC straight into Arrow on SQLite files and PostgreSQL, on a
-    connection of ADBC's own, with no Python object per value. Inside a transaction, on other databases,
+    query is read column-wise through ADBC straight into Arrow, with no Python object per value: on
+    PostgreSQL in this process; on a SQLite file of SQLITE_CHILD_BYTES or more in a child process
+    (monitor/sqlite_reader.py says why). Inside a transaction, on small SQLite files, on other databases,
     or should ADBC fail for any reason, it is read row by row through `conn` (which also raises the
     driver's own error for a query that cannot run).
 
@@ -69,40 +72,56 @@ def read_bulk(conn: Connection, sql: str) -> pd.DataFrame:
     return read_frame(conn, text(sql))
 
 
+# Below this size a SQLite file is read row by row in this process: starting the reader process (about
+# half a second, mostly importing pyarrow) costs more than it saves.
+SQLITE_CHILD_BYTES = 32 * 1024 * 1024
+_SQLITE_READER = Path(__file__).with_name("sqlite_reader.py")
+
+
 def _read_arrow(url: URL, sql: str):
-    """The query's result as an Arrow table, or None when ADBC cannot read it here."""
-    uri = _adbc_uri(url)
-    if uri is None:
-        return None
+    """The query's result as an Arrow table, or None when ADBC cannot or should not read it here."""
     try:
-        if url.get_backend_name() == "sqlite":
-            import adbc_driver_sqlite.dbapi as adbc
-        else:
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            database = url.database
+            if not database or database == ":memory:" or database.startswith("file:"):
+                return None
+            path = Path(database).resolve()
+            if not path.is_file() or path.stat().st_size < SQLITE_CHILD_BYTES:
+                return None
+            return _read_sqlite_in_child(f"file:{quote(str(path))}?mode=ro", sql)
+        if backend == "postgresql":
             import adbc_driver_postgresql.dbapi as adbc
-        with adbc.connect(uri) as conn, conn.cursor() as cursor:
-            if url.get_backend_name() == "sqlite":
-                # One batch: column types are inferred from every row (int and text mixed become text)
-                # rather than from the first 1,024, whose NULLs would fix a column's type too early.
-                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_SQLITE_BATCH_ROWS)})
-            cursor.execute(sql)
-            return cursor.fetch_arrow_table()
+
+            uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            with adbc.connect(uri) as conn, conn.cursor() as cursor:
+                cursor.execute(sql)
+                return cursor.fetch_arrow_table()
     except Exception as e:  # noqa: BLE001 - any failure: the engine's own driver reads it, or says why not
         log.debug("bulk read through ADBC failed (%s: %s); reading row by row", type(e).__name__, e)
-        return None
-
-
-_SQLITE_BATCH_ROWS = 100_000_000  # the driver's bound is an int
-
-
-def _adbc_uri(url: URL) -> str | None:
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
-            return None
-        return f"file:{quote(str(Path(url.database).resolve()))}?mode=ro"
-    if backend == "postgresql":
-        return url.set(drivername="postgresql").render_as_string(hide_password=False)
     return None
+
+
+def _read_sqlite_in_child(uri: str, sql: str):
+    import pyarrow as pa
+
+    with subprocess.Popen(
+        [sys.executable, "-I", str(_SQLITE_READER), uri],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as child:
+        # The query goes in while the child starts; reading stdout before waiting keeps the pipe flowing.
+        child.stdin.write(sql.encode())
+        child.stdin.close()
+        try:
+            table = pa.ipc.open_stream(child.stdout).read_all()
+        except pa.ArrowInvalid:
+            table = None
+        err = child.stderr.read().decode(errors="replace").strip()
+        if child.wait() != 0 or table is None:
+            raise RuntimeError(f"the SQLite reader failed: {err.splitlines()[-1] if err else 'no output'}")
+        return table
 
 
 @functools.cache

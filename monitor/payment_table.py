@@ -13,8 +13,8 @@ Each payment's row adds what other objects say about it:
 
 The view stays the single definition; the table is its materialisation. `store.save_objects` calls
 `refresh` with the objects it saved, in the same transaction: the payments those objects belong to or say
-something about are recomputed from the view, by id, through indexes. `rebuild` recomputes all of them
-(the migration that created the table, and `python -m monitor sync --full`).
+something about are recomputed from the view, by id, through indexes. `rebuild` recomputes all of them in
+one pass (the migration that created the table; the tests compare the two).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Bulk reads (monitor.db.read_bulk): column-wise through ADBC and row by row through the driver give the same
-frames once normalised, on SQLite and PostgreSQL, for the store's payments and the app's rows."""
+frames once normalised, on SQLite and PostgreSQL, for the store's payments and events and the app's rows.
+
+SQLite files are read through ADBC in a child process only from monitor.db.SQLITE_CHILD_BYTES up, so the
+SQLite files here are padded past that size with a table of their own."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 from monitor import snapshot, store
 from monitor.app_db import AppDatabase, _normalise, load_mapping
-from monitor.db import read_bulk
+from monitor.db import SQLITE_CHILD_BYTES, read_bulk
 from monitor.emulator.demo import build_demo
 from monitor.reconcile import SUBSCRIPTION_COLUMNS
 
@@ -35,8 +38,17 @@ def app_url(request, tmp_path):
     return request.getfixturevalue("postgres_url")
 
 
+def pad(engine) -> None:
+    """Make a SQLite file big enough to be read in a child process."""
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE padding (b BLOB)"))
+            conn.execute(text("INSERT INTO padding VALUES (zeroblob(:n))"), {"n": SQLITE_CHILD_BYTES + 4096})
+
+
 def fill_app(url: str) -> None:
     engine = create_engine(url)
+    pad(engine)
     pg = engine.dialect.name == "postgresql"
     when = "TIMESTAMPTZ" if pg else "TEXT"
     with engine.begin() as conn:
@@ -90,6 +102,7 @@ def test_sqlite_text_holding_numbers_reads_as_text_either_way(tmp_path):
     """SQLite lets a column hold integers and text at once (ids written by different code paths)."""
     url = f"sqlite:///{tmp_path / 'mixed.db'}"
     engine = create_engine(url)
+    pad(engine)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t (ref)"))
         conn.execute(text("INSERT INTO t VALUES (NULL), (42), ('cs_x')"))
@@ -107,6 +120,7 @@ def store_url(request, tmp_path):
 
 def test_the_stores_payments_and_events_read_column_wise_equal_those_read_one_by_one(store_url):
     engine = store.open_store(store_url)
+    pad(engine)
     try:
         with engine.begin() as conn:
             store.save_objects(conn, build_demo(ANCHOR).objects, snapshot_at=int(ANCHOR.timestamp()))
@@ -148,7 +162,12 @@ def test_where_adbc_cannot_go_the_driver_reads_and_errors_stay_the_drivers(tmp_p
     with memory.connect() as conn:
         assert read_bulk(conn, "SELECT 1 AS one")["one"].tolist() == [1]
     memory.dispose()
-    engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    small = create_engine(f"sqlite:///{tmp_path / 'small.db'}")
+    with small.connect() as conn:
+        assert read_bulk(conn, "SELECT 7 AS n")["n"].dtype != "Int64"  # a small file: row by row
+    small.dispose()
+    engine = create_engine(f"sqlite:///{tmp_path / 'big.db'}")
+    pad(engine)
     with engine.connect() as conn, pytest.raises(Exception, match="no such table: nowhere"):
-        read_bulk(conn, "SELECT * FROM nowhere")
+        read_bulk(conn, "SELECT * FROM nowhere")  # the child fails, the driver says why
     engine.dispose()
