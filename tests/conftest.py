@@ -64,6 +64,14 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         gc.collect()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sqlite_or_postgres_url(request, tmp_path) -> str:
+    """A new database, once on SQLite (a file under tmp_path) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite'}"
+    return request.getfixturevalue("postgres_url")
+
+
 # --- Redis ---------------------------------------------------------------------------------------------
 
 

@@ -76,11 +76,9 @@ def fill(url: str, rows=ROWS, log=LOG) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def app_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'app.db'}"
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def app_url(sqlite_or_postgres_url):
+    return sqlite_or_postgres_url
 
 
 def test_it_reads_subscriptions_with_the_canonical_columns_and_utc_times(app_url):

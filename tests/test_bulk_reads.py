@@ -31,11 +31,9 @@ ROWS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def app_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'app.db'}"
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def app_url(sqlite_or_postgres_url):
+    return sqlite_or_postgres_url
 
 
 def pad(engine) -> None:
@@ -111,15 +109,8 @@ def test_sqlite_text_holding_numbers_reads_as_text_either_way(tmp_path):
     assert fast["ref"].astype("str").tolist()[1:] == slow["ref"].astype("str").tolist()[1:] == ["42", "cs_x"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'monitor.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
-def test_the_stores_payments_and_events_read_column_wise_equal_those_read_one_by_one(store_url):
-    engine = store.open_store(store_url)
+def test_the_stores_payments_and_events_read_column_wise_equal_those_read_one_by_one(sqlite_or_postgres_url):
+    engine = store.open_store(sqlite_or_postgres_url)
     pad(engine)
     try:
         with engine.begin() as conn:

@@ -18,11 +18,9 @@ ANCHOR = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 NOW = int(ANCHOR.timestamp())
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'monitor.db'}"
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def url(sqlite_or_postgres_url):
+    return sqlite_or_postgres_url
 
 
 @pytest.fixture
