@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
+import json
 import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -58,8 +62,8 @@ def read_bulk(conn: Connection, sql: str) -> pd.DataFrame:
 
     On a connection that has not begun a transaction (so there is nothing uncommitted it could miss), the
     query is read column-wise through ADBC straight into Arrow, with no Python object per value: on
-    PostgreSQL in this process; on a SQLite file of SQLITE_CHILD_BYTES or more in a child process
-    (monitor/sqlite_reader.py says why). Inside a transaction, on small SQLite files, on other databases,
+    PostgreSQL in this process; on a SQLite file of SQLITE_CHILD_BYTES or more in a reader process kept
+    for the next read (monitor/sqlite_reader.py says why). Inside a transaction, on small SQLite files, on other databases,
     or should ADBC fail for any reason, it is read row by row through `conn` (which also raises the
     driver's own error for a query that cannot run).
 
@@ -72,25 +76,108 @@ def read_bulk(conn: Connection, sql: str) -> pd.DataFrame:
     return read_frame(conn, text(sql))
 
 
-# Below this size a SQLite file is read row by row in this process: starting the reader process (about
-# half a second, mostly importing pyarrow) costs more than it saves.
-SQLITE_CHILD_BYTES = 32 * 1024 * 1024
+# Below this size a SQLite file is read row by row in this process: a reader process costs more than it saves.
+SQLITE_CHILD_BYTES = 16 * 1024 * 1024
 _SQLITE_READER = Path(__file__).with_name("sqlite_reader.py")
+
+
+class _SQLiteReaders:
+    """Reader processes (monitor/sqlite_reader.py), kept between reads: starting one costs about half a
+    second, mostly importing pyarrow. One read at a time per process; a process that fails is dropped."""
+
+    def __init__(self) -> None:
+        self._idle: list[subprocess.Popen] = []
+        self._warmed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-I", str(_SQLITE_READER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def warm(self, uri: str) -> None:
+        """Have a reader starting for `uri` (one per database, two at the most), so that reads of the store
+        and of the app database at the same moment both find one ready."""
+        with self._lock:
+            self._warmed.add(uri)
+            while len(self._idle) < min(len(self._warmed), 2):
+                self._idle.append(self._start())
+
+    def read(self, uri: str, sql: str):
+        import pyarrow as pa
+
+        with self._lock:
+            child = self._idle.pop() if self._idle else self._start()
+        try:
+            child.stdin.write(json.dumps({"uri": uri, "sql": sql}).encode() + b"\n")
+            child.stdin.flush()
+            status = child.stdout.readline().decode(errors="replace").strip()
+            if status != "ok":
+                raise RuntimeError(status.removeprefix("error ") or f"the reader exited ({child.poll()})")
+            table = pa.ipc.open_stream(child.stdout).read_all()
+        except BaseException:
+            self._stop(child)
+            raise
+        with self._lock:
+            self._idle.append(child)
+        return table
+
+    def _stop(self, child: subprocess.Popen) -> None:
+        for pipe in (child.stdin, child.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=2)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for child in idle:
+            self._stop(child)
+
+
+_READERS = _SQLiteReaders()
+atexit.register(_READERS.close)
+
+
+def _sqlite_uri(url: URL) -> str | None:
+    """A read-only URI for a SQLite file big enough to read in a reader process, else None."""
+    database = url.database
+    if (
+        url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
+        return None
+    path = Path(database).resolve()
+    if not path.is_file() or path.stat().st_size < SQLITE_CHILD_BYTES:
+        return None
+    return f"file:{quote(str(path))}?mode=ro"
+
+
+def warm_bulk_reader(url: URL | str) -> None:
+    """Start a SQLite reader process now when bulk reads of `url` will use one (a big SQLite file), so the
+    first read does not wait for it. Anything else: nothing."""
+    with contextlib.suppress(Exception):
+        uri = _sqlite_uri(make_url(url))
+        if uri is not None:
+            _READERS.warm(uri)
 
 
 def _read_arrow(url: URL, sql: str):
     """The query's result as an Arrow table, or None when ADBC cannot or should not read it here."""
     try:
-        backend = url.get_backend_name()
-        if backend == "sqlite":
-            database = url.database
-            if not database or database == ":memory:" or database.startswith("file:"):
-                return None
-            path = Path(database).resolve()
-            if not path.is_file() or path.stat().st_size < SQLITE_CHILD_BYTES:
-                return None
-            return _read_sqlite_in_child(f"file:{quote(str(path))}?mode=ro", sql)
-        if backend == "postgresql":
+        uri = _sqlite_uri(url)
+        if uri is not None:
+            return _READERS.read(uri, sql)
+        if url.get_backend_name() == "postgresql":
             import adbc_driver_postgresql.dbapi as adbc
 
             uri = url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -100,28 +187,6 @@ def _read_arrow(url: URL, sql: str):
     except Exception as e:  # noqa: BLE001 - any failure: the engine's own driver reads it, or says why not
         log.debug("bulk read through ADBC failed (%s: %s); reading row by row", type(e).__name__, e)
     return None
-
-
-def _read_sqlite_in_child(uri: str, sql: str):
-    import pyarrow as pa
-
-    with subprocess.Popen(
-        [sys.executable, "-I", str(_SQLITE_READER), uri],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as child:
-        # The query goes in while the child starts; reading stdout before waiting keeps the pipe flowing.
-        child.stdin.write(sql.encode())
-        child.stdin.close()
-        try:
-            table = pa.ipc.open_stream(child.stdout).read_all()
-        except pa.ArrowInvalid:
-            table = None
-        err = child.stderr.read().decode(errors="replace").strip()
-        if child.wait() != 0 or table is None:
-            raise RuntimeError(f"the SQLite reader failed: {err.splitlines()[-1] if err else 'no output'}")
-        return table
 
 
 @functools.cache

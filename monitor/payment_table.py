@@ -19,9 +19,12 @@ one pass (the migration that created the table; the tests compare the two).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, String, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from monitor.reconcile import PAYMENT_COLUMNS
 
@@ -77,11 +80,21 @@ SELECT v.payment_id, v.source, v.checkout_session_id, v.payment_intent_id, v.inv
   v.livemode
 FROM payment_sources v"""
 _INSERT = f"INSERT INTO payments ({', '.join(PAYMENT_COLUMNS)})"  # the columns in _SELECT's order
-_REFRESH = text(f"{_INSERT} {_SELECT} WHERE v.payment_id IN :ids").bindparams(
-    bindparam("ids", expanding=True)
-)
-_DELETE = text("DELETE FROM payments WHERE payment_id IN :ids").bindparams(bindparam("ids", expanding=True))
+_REFRESH = f"{_INSERT} {_SELECT} WHERE v.payment_id {{ids}}"
+_DELETE = "DELETE FROM payments WHERE payment_id {ids}"
 CHUNK = 500  # ids per statement: well under SQLite's bound-parameter limit
+
+
+@functools.cache
+def _by_ids(template: str, dialect: str):
+    """`template` with its `{ids}` bound to a list of ids. On PostgreSQL one array parameter (`= ANY`), so
+    the statement's text is the same whatever the number of ids and psycopg prepares it once per connection
+    (planning this statement costs more than running it for a page); on SQLite an expanded `IN` list."""
+    if dialect == "postgresql":
+        return text(template.replace("{ids}", "= ANY(:ids)")).bindparams(
+            bindparam("ids", type_=ARRAY(String()))
+        )
+    return text(template.replace("{ids}", "IN :ids")).bindparams(bindparam("ids", expanding=True))
 
 
 def rebuild(conn: Connection) -> int:
@@ -95,11 +108,29 @@ def refresh(conn: Connection, saved: Mapping[str, Iterable[Mapping]]) -> int:
     """Recompute the rows of the payments that the just-saved objects (rows by object type, as
     `monitor.stripe_rows.row_for` makes them) belong to or say something about. Returns how many ids
     were recomputed (a payment that is no longer one disappears)."""
-    ids = sorted(affected_payments(conn, saved))
-    for chunk in _chunks(ids):
-        conn.execute(_DELETE, {"ids": chunk})
-        conn.execute(_REFRESH, {"ids": chunk})
+    dialect = conn.dialect.name
+    with _by_index(conn):
+        ids = sorted(affected_payments(conn, saved))
+        for chunk in _chunks(ids):
+            conn.execute(_by_ids(_DELETE, dialect), {"ids": chunk})
+            conn.execute(_by_ids(_REFRESH, dialect), {"ids": chunk})
     return len(ids)
+
+
+@contextlib.contextmanager
+def _by_index(conn: Connection) -> Iterator[None]:
+    """Every read of a refresh is a look-up by id. During a backfill PostgreSQL's statistics lag far behind
+    the tables' growth (autovacuum analyses them a minute later), and it then chooses to scan `payments`
+    whole for each page, so the refresh costs more as the table grows. Inside the refresh PostgreSQL is
+    told to scan only when no index serves."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.execute(text("SET LOCAL enable_seqscan = off"))
+    try:
+        yield
+    finally:
+        conn.execute(text("SET LOCAL enable_seqscan TO DEFAULT"))
 
 
 def affected_payments(conn: Connection, saved: Mapping[str, Iterable[Mapping]]) -> set[str]:
@@ -114,7 +145,7 @@ def affected_payments(conn: Connection, saved: Mapping[str, Iterable[Mapping]]) 
     invoices = [i["id"] for i in rows.get("invoice", ())]
     for i in rows.get("invoice", ()):
         ids.update(_present(i["id"], i["payment_intent_id"]))
-    ids.update(_lookup(conn, "SELECT id FROM stripe_checkout_sessions WHERE invoice_id IN :ids", invoices))
+    ids.update(_lookup(conn, "SELECT id FROM stripe_checkout_sessions WHERE invoice_id {ids}", invoices))
     for p in rows.get("payment_intent", ()):
         ids.add(p["id"])
         intents.add(p["id"])
@@ -127,16 +158,16 @@ def affected_payments(conn: Connection, saved: Mapping[str, Iterable[Mapping]]) 
         intents.update(
             _lookup(
                 conn,
-                "SELECT payment_intent_id FROM stripe_charges WHERE id IN :ids AND payment_intent_id IS NOT NULL",
+                "SELECT payment_intent_id FROM stripe_charges WHERE id {ids} AND payment_intent_id IS NOT NULL",
                 charges,
             )
         )
-    ids.update(_lookup(conn, "SELECT payment_id FROM payments WHERE payment_intent_id IN :ids", intents))
+    ids.update(_lookup(conn, "SELECT payment_id FROM payments WHERE payment_intent_id {ids}", intents))
     customers = [c["id"] for c in rows.get("customer", ())]
-    ids.update(_lookup(conn, "SELECT payment_id FROM payments WHERE customer_id IN :ids", customers))
+    ids.update(_lookup(conn, "SELECT payment_id FROM payments WHERE customer_id {ids}", customers))
     subscriptions = [b["id"] for b in rows.get("subscription", ())]
     ids.update(
-        _lookup(conn, "SELECT payment_id FROM payments WHERE stripe_subscription_id IN :ids", subscriptions)
+        _lookup(conn, "SELECT payment_id FROM payments WHERE stripe_subscription_id {ids}", subscriptions)
     )
     for e in rows.get("event", ()):
         if e["type"] in PAYMENT_EVENT_TYPES:
@@ -156,7 +187,7 @@ def _chunks(values: list[str]) -> Iterator[list[str]]:
 def _lookup(conn: Connection, sql: str, values: Iterable[str]) -> set[str]:
     wanted = sorted(set(values))
     found: set[str] = set()
-    statement = text(sql).bindparams(bindparam("ids", expanding=True))
+    statement = _by_ids(sql, conn.dialect.name)
     for chunk in _chunks(wanted):
         found.update(v for (v,) in conn.execute(statement, {"ids": chunk}))
     return found

@@ -1,31 +1,44 @@
-"""Run as a child process by monitor.db.read_bulk: one query on one SQLite file, read through ADBC into Arrow,
-written to stdout as an Arrow IPC stream.
+"""The SQLite bulk reader: a child process that reads queries on SQLite files through ADBC into Arrow.
 
-A process of its own because ADBC links its own copy of SQLite: two copies of SQLite in one process break
-each other's POSIX locks on the same file (closing one copy's descriptor drops the other's locks; see
-https://www.sqlite.org/howtocorrupt.html, "Multiple copies of SQLite linked into the same application"),
-which lets another process reset the WAL index under the first copy's feet. Between processes, SQLite's
-locking is the ordinary, safe kind.
+A process of its own because ADBC links its own copy of SQLite: two copies of SQLite in one process drop
+each other's POSIX locks on the same file (closing one copy's descriptor releases the other's locks; see
+https://www.sqlite.org/howtocorrupt.html, 2.2.1 "Multiple copies of SQLite linked into the same
+application"), which lets another process reset the WAL index under the first copy's feet (SIGBUS). Between
+processes, SQLite's locking is the ordinary, safe kind.
 
-Usage: python monitor/sqlite_reader.py URI < SQL
+Protocol (monitor.db keeps a small pool of these and talks to them): one request per line on stdin, JSON
+{"uri": ..., "sql": ...}; the answer on stdout is a line `ok` followed by the result as an Arrow IPC stream
+(which ends itself), or a line `error <message>`. The process ends when stdin closes (its parent is gone).
 """
 
+import json
 import sys
 
 
 def main() -> int:
-    import adbc_driver_sqlite.dbapi as adbc
+    import adbc_driver_sqlite.dbapi as adbc  # imported before the first request: that is the warm-up
     import pyarrow as pa
 
-    uri, sql = sys.argv[1], sys.stdin.read()
-    with adbc.connect(uri) as conn, conn.cursor() as cursor:
-        # One batch: column types are inferred from every row (int and text mixed become text) rather than
-        # from the first 1,024, whose NULLs would fix a column's type too early. (The driver's bound is an int.)
-        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "100000000"})
-        cursor.execute(sql)
-        table = cursor.fetch_arrow_table()
-    with pa.ipc.new_stream(sys.stdout.buffer, table.schema) as out:
-        out.write_table(table)
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        try:
+            request = json.loads(line)
+            with adbc.connect(request["uri"]) as conn, conn.cursor() as cursor:
+                # One batch: column types are inferred from every row (int and text mixed become text)
+                # rather than from the first 1,024, whose NULLs would fix a column's type too early.
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "100000000"})
+                cursor.execute(request["sql"])
+                table = cursor.fetch_arrow_table()
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the parent as one line
+            message = f"{type(e).__name__}: {e}".replace("\n", " ")
+            out.write(f"error {message}\n".encode())
+            out.flush()
+            continue
+        out.write(b"ok\n")
+        with pa.ipc.new_stream(out, table.schema) as stream:
+            stream.write_table(table)
+        out.flush()
+        del table
     return 0
 
 
