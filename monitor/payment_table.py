@@ -127,10 +127,8 @@ def _by_index(conn: Connection) -> Iterator[None]:
         yield
         return
     conn.execute(text("SET LOCAL enable_seqscan = off"))
-    try:
-        yield
-    finally:
-        conn.execute(text("SET LOCAL enable_seqscan TO DEFAULT"))
+    yield  # on an error the transaction rolls back, and the setting with it
+    conn.execute(text("SET LOCAL enable_seqscan TO DEFAULT"))
 
 
 def affected_payments(conn: Connection, saved: Mapping[str, Iterable[Mapping]]) -> set[str]:
