@@ -1472,8 +1472,10 @@ class Bench:
             f"reconciling {big:,} payments",
         )
         total = ours["read_s"] + ours["reconcile_s"]
+        first = ours["first_read_s"] + ours["first_reconcile_s"]
         log(
-            f"  read {ours['read_s']:.2f} s, reconcile {ours['reconcile_s']:.2f} s, peak {ours['peak_mib']:.0f} MiB"
+            f"  read {ours['read_s']:.2f} s, reconcile {ours['reconcile_s']:.2f} s (first run {first:.2f} s), "
+            f"peak {ours['peak_mib']:.0f} MiB"
         )
         label = f"Reconcile {ours['payments']:,} payments × {ours['rows']:,} rows (store on SQLite, app DB on SQLite)"
         self.report.add(f"{label}: read both sides", seconds(ours["read_s"]))
@@ -1484,6 +1486,13 @@ class Bench:
             "",
             f"≤ {RECONCILE_GOAL_S:g} s",
             total <= RECONCILE_GOAL_S,
+        )
+        self.report.add(
+            f"{label}: the first run in a new process (readers starting), read + reconcile",
+            seconds(first),
+            "",
+            f"≤ {RECONCILE_GOAL_S:g} s",
+            first <= RECONCILE_GOAL_S,
         )
         self.report.add(
             f"{label}: peak memory (the whole child process)",
@@ -1557,6 +1566,16 @@ class Bench:
                 f"Reconciliation ({ours['payments']:,} payments): ours found {ours['findings']:,} {ours['by_kind']}; "
                 f"the naive loop {sum(naive_kinds.values()):,} {naive_kinds}: it judges less (no "
                 "active_without_payment, no latest-payment rules), so its time is a lower bound."
+            )
+        if naive_s < RECONCILE_RATIO_GOAL * ours_s:
+            per_query = naive_loop_s / max(ours["payments"], 1) * 1e6
+            per_payment = ours_s / max(ours["payments"], 1) * 1e6
+            report.notes.append(
+                f"Reconciliation, {where}: the ratio is bounded by how cheap one query is here: "
+                f"{per_query:.0f} µs a payment for the naive loop against {per_payment:.1f} µs a payment for "
+                f"ours (reading {len(PAYMENT_COLUMNS) + len(SUBSCRIPTION_COLUMNS)} values and deciding); "
+                f"{RECONCILE_RATIO_GOAL:g}× would need ours under {per_query / RECONCILE_RATIO_GOAL:.1f} µs a "
+                f"payment, while reconcile() alone takes {ours['reconcile_s'] / max(ours['payments'], 1) * 1e6:.1f}."
             )
         report.notes.append(
             f"Reconciliation, {where}: both sides read at once in {seconds(ours['read_s'])}, reconcile "
