@@ -57,24 +57,33 @@ def read_frame(conn: Connection, statement, params: dict | None = None) -> pd.Da
     return pd.DataFrame.from_records([tuple(r) for r in result.fetchall()], columns=columns)
 
 
-def read_bulk(conn: Connection, sql: str) -> pd.DataFrame:
+def read_bulk(conn: Connection, sql: str, *, rows_of: str | None = None) -> pd.DataFrame:
     """Every row of one query, for the big reads (all payments, all events, all of the app's rows).
 
     On a connection that has not begun a transaction (so there is nothing uncommitted it could miss), the
     query is read column-wise through ADBC straight into Arrow, with no Python object per value: on
     PostgreSQL in this process; on a SQLite file of SQLITE_CHILD_BYTES or more in a reader process kept
-    for the next read (monitor/sqlite_reader.py says why). Inside a transaction, on small SQLite files, on other databases,
-    or should ADBC fail for any reason, it is read row by row through `conn` (which also raises the
-    driver's own error for a query that cannot run).
+    for the next read (monitor/sqlite_reader.py says why). Inside a transaction, on small SQLite files,
+    on other databases, or should ADBC fail for any reason, it is read row by row through `conn` (which
+    also raises the driver's own error for a query that cannot run). `rows_of`, the table whose rows are
+    read, keeps a read of fewer than BULK_MIN_ROWS in this process (counted up to that bound only): on a
+    file made big by other tables a reader process would cost more than it saves.
 
     Text comes back as pandas strings or objects, integers as Int64 or objects, times as the database
     returns them: callers normalise the types either way."""
     if not conn.in_transaction():
-        table = _read_arrow(conn.engine.url, sql)
+        small = False
+        if rows_of is not None:
+            bounded = f"SELECT COUNT(*) FROM (SELECT 1 FROM {rows_of} LIMIT {BULK_MIN_ROWS}) rows_of"
+            small = conn.execute(text(bounded)).scalar_one() < BULK_MIN_ROWS
+            conn.rollback()  # the count's own transaction, begun here: nothing in it to keep
+        table = None if small else _read_arrow(conn.engine.url, sql)
         if table is not None:
             return table.to_pandas(types_mapper=_arrow_types().get)
     return read_frame(conn, text(sql))
 
+
+BULK_MIN_ROWS = 50_000  # fewer rows read row by row in this process take under half a second
 
 # Below this size a SQLite file is read row by row in this process: a reader process costs more than it saves.
 SQLITE_CHILD_BYTES = 16 * 1024 * 1024

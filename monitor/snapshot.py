@@ -22,7 +22,7 @@ def read_payments(conn: Connection) -> pd.DataFrame:
     """Every payment in the snapshot, with its refunded amount, dispute state, Stripe subscription
     status and announcing event: the `payments` frame `monitor.reconcile` takes. Column-wise when `conn`
     has not begun a transaction yet (`monitor.db.read_bulk`)."""
-    return _typed(read_bulk(conn, _PAYMENTS))
+    return _typed(read_bulk(conn, _PAYMENTS, rows_of="payments"))
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -42,7 +42,7 @@ _EVENTS = "SELECT id, type, created, pending_webhooks, object_id, object_type, l
 def read_events(conn: Connection) -> pd.DataFrame:
     """Every stored event: id, type, created (UTC), pending_webhooks, object_id, object_type, livemode.
     Column-wise when `conn` has not begun a transaction yet (`monitor.db.read_bulk`)."""
-    events = read_bulk(conn, _EVENTS)
+    events = read_bulk(conn, _EVENTS, rows_of="stripe_events")
     events["created"] = _utc(events["created"])
     events["pending_webhooks"] = pd.to_numeric(events["pending_webhooks"]).fillna(0).astype("int64")
     events["livemode"] = events["livemode"].fillna(False).astype(bool)

@@ -159,6 +159,13 @@ def test_where_adbc_cannot_go_the_driver_reads_and_errors_stay_the_drivers(tmp_p
     small.dispose()
     engine = create_engine(f"sqlite:///{tmp_path / 'big.db'}")
     pad(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE few (n INTEGER)"))
+        conn.execute(text("INSERT INTO few VALUES (1), (2)"))
+    with engine.connect() as conn:
+        assert read_bulk(conn, "SELECT n FROM few")["n"].dtype == "Int64"  # a big file: the reader
+    with engine.connect() as conn:
+        assert read_bulk(conn, "SELECT n FROM few", rows_of="few")["n"].dtype != "Int64"  # few rows: here
     with engine.connect() as conn, pytest.raises(Exception, match="no such table: nowhere"):
         read_bulk(conn, "SELECT * FROM nowhere")  # the child fails, the driver says why
     engine.dispose()
