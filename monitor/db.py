@@ -88,6 +88,7 @@ BULK_MIN_ROWS = 50_000  # fewer rows read row by row in this process take under 
 # Below this size a SQLite file is read row by row in this process: a reader process costs more than it saves.
 SQLITE_CHILD_BYTES = 16 * 1024 * 1024
 _SQLITE_READER = Path(__file__).with_name("sqlite_reader.py")
+_MAX_IDLE_READERS = 2  # the store and the app database, read at the same moment
 
 
 class _SQLiteReaders:
@@ -112,7 +113,7 @@ class _SQLiteReaders:
         and of the app database at the same moment both find one ready."""
         with self._lock:
             self._warmed.add(uri)
-            while len(self._idle) < min(len(self._warmed), 2):
+            while len(self._idle) < min(len(self._warmed), _MAX_IDLE_READERS):
                 self._idle.append(self._start())
 
     def read(self, uri: str, sql: str):
@@ -131,7 +132,11 @@ class _SQLiteReaders:
             self._stop(child)
             raise
         with self._lock:
-            self._idle.append(child)
+            keep = len(self._idle) < _MAX_IDLE_READERS
+            if keep:
+                self._idle.append(child)
+        if not keep:
+            self._stop(child)
         return table
 
     def _stop(self, child: subprocess.Popen) -> None:
