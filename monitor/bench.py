@@ -571,42 +571,38 @@ def synthetic_frames(n: int, now: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     doubled = rows[(r % 1000) == 11]
     orphans = max(1, n // 1000)
     j = np.arange(orphans, dtype=np.int64)
-    orphan_rows = pd.DataFrame(
-        {
-            "email": "orphan" + pd.Series(j).astype("str") + "@example.com",
-            "customer_id": _ids("cus_orphan", j),
-            "checkout_session_id": pd.Series([None] * orphans, dtype="str"),
-            "payment_intent_id": pd.Series([None] * orphans, dtype="str"),
-            "stripe_subscription_id": _ids("sub_orphan", j),
-            "amount": np.full(orphans, 9900),
-            "currency": pd.Series(["usd"] * orphans, dtype="str"),
-            "status": pd.Series(["active"] * orphans, dtype="str"),
-            "created_at": _utc_seconds(np.full(orphans, now - 30 * DAY)),
-            "activated_at": _utc_seconds(np.full(orphans, now - 30 * DAY)),
-            "current_period_end": _utc_seconds(np.full(orphans, now + 30 * DAY)),
-        }
+    orphan_rows = _unlinked_rows(
+        "orphan", j, 9900, "active", np.full(orphans, now - 30 * DAY), np.full(orphans, now + 30 * DAY)
     )
     filler = max(0, n - len(rows) - len(doubled) - orphans)
     j = np.arange(filler, dtype=np.int64)
-    old_rows = pd.DataFrame(
-        {
-            "email": "old" + pd.Series(j).astype("str") + "@example.com",
-            "customer_id": _ids("cus_old", j),
-            "checkout_session_id": pd.Series([None] * filler, dtype="str"),
-            "payment_intent_id": pd.Series([None] * filler, dtype="str"),
-            "stripe_subscription_id": _ids("sub_old", j),
-            "amount": np.full(filler, 4900),
-            "currency": pd.Series(["usd"] * filler, dtype="str"),
-            "status": pd.Series(["canceled"] * filler, dtype="str"),
-            "created_at": _utc_seconds(now - 800 * DAY + j),
-            "activated_at": _utc_seconds(now - 800 * DAY + j),
-            "current_period_end": _utc_seconds(now - 700 * DAY + j),
-        }
-    )
+    old_rows = _unlinked_rows("old", j, 4900, "canceled", now - 800 * DAY + j, now - 700 * DAY + j)
     subscriptions = pd.concat([rows, doubled, orphan_rows, old_rows], ignore_index=True)
     subscriptions["amount"] = subscriptions["amount"].astype("Int64")
     subscriptions.insert(0, "id", pd.Series(np.arange(1, len(subscriptions) + 1), dtype="object"))
     return payments, subscriptions[list(SUBSCRIPTION_COLUMNS)]
+
+
+def _unlinked_rows(
+    prefix: str, j: np.ndarray, amount: int, status: str, created: np.ndarray, period_end: np.ndarray
+) -> pd.DataFrame:
+    """App rows linked to no payment (only a customer and a Stripe subscription of their own)."""
+    n = len(j)
+    return pd.DataFrame(
+        {
+            "email": prefix + pd.Series(j).astype("str") + "@example.com",
+            "customer_id": _ids(f"cus_{prefix}", j),
+            "checkout_session_id": pd.Series([None] * n, dtype="str"),
+            "payment_intent_id": pd.Series([None] * n, dtype="str"),
+            "stripe_subscription_id": _ids(f"sub_{prefix}", j),
+            "amount": np.full(n, amount),
+            "currency": pd.Series(["usd"] * n, dtype="str"),
+            "status": pd.Series([status] * n, dtype="str"),
+            "created_at": _utc_seconds(created),
+            "activated_at": _utc_seconds(created),
+            "current_period_end": _utc_seconds(period_end),
+        }
+    )
 
 
 def _text(value) -> str | None:
