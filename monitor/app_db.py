@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from monitor.config import mask_url
-from monitor.db import make_engine, read_bulk, read_frame, warm_bulk_reader
+from monitor.db import make_engine, read_bulk, read_frame
 from monitor.errors import AppDatabaseError, MappingError
 from monitor.reconcile import SUBSCRIPTION_COLUMNS  # the canonical columns a mapping returns
 
@@ -228,7 +228,6 @@ class AppDatabase:
         connect_args = {"timeout": 30} if self.is_sqlite else {"connect_timeout": 5}
         self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
         self._write_engine: Engine | None = None
-        warm_bulk_reader(self.engine.url)
 
     def dispose(self) -> None:
         self.engine.dispose()

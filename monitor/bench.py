@@ -53,6 +53,7 @@ from sqlalchemy.engine import make_url
 
 from monitor import lifecycle, pipeline, snapshot, store
 from monitor.app_db import AppDatabase, create_default_schema, load_mapping
+from monitor.db import warm_bulk_reader
 from monitor.emulator.shapes import example
 from monitor.findings import PAYMENT_KINDS, Finding, finding_id
 from monitor.models import CheckoutSession, FindingRow, JobRun
@@ -870,6 +871,8 @@ def child_reconcile(args: argparse.Namespace) -> dict:
     engine = store.open_store(args.store)
     app = AppDatabase(args.app, load_mapping("default"))
     try:
+        warm_bulk_reader(engine.url)  # as pipeline.run_reconcile does when it starts
+        warm_bulk_reader(args.app)
         for run in ("first_", ""):
             t0 = time.perf_counter()
             payments, subscriptions = pipeline.read_both_sides(engine, app)

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from monitor import lifecycle, snapshot, store
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.config import Config
+from monitor.db import warm_bulk_reader
 from monitor.errors import MonitorError
 from monitor.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, severity_of
 from monitor.models import now_utc
@@ -137,6 +138,10 @@ def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None
     finding from its event, the app's log and the outages around it, record the findings' lifecycle,
     and report the current (open and acknowledged) findings."""
     now = now or now_utc()
+    # Reader processes for big SQLite files start now, while the app database opens and the run is
+    # recorded; not when a store is merely opened (the dashboard opens it and seldom reconciles).
+    warm_bulk_reader(engine.url)
+    warm_bulk_reader(config.app_database_url)
     app = open_app_database(config)
     try:
         return _reconcile(config, engine, app, now)

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from monitor import payment_table
 from monitor.config import mask_url
-from monitor.db import make_engine, warm_bulk_reader
+from monitor.db import make_engine
 from monitor.errors import StoreError
 from monitor.models import JobRun, ProbeResultRow, SyncState, SyncWindow, now_utc
 from monitor.stripe_rows import object_type, row_for, table_for
@@ -101,7 +101,6 @@ def open_store(url: str) -> Engine:
     try:
         engine = make_engine(url)
         migrate(engine)
-        warm_bulk_reader(engine.url)
         return engine
     except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
