@@ -14,7 +14,8 @@ from monitor.reconcile import PAYMENT_COLUMNS
 _PAYMENTS = f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments"
 
 
-def _utc(seconds: pd.Series) -> pd.Series:
+def utc_seconds(seconds: pd.Series) -> pd.Series:
+    """Unix seconds (as the store keeps Stripe's times) as UTC datetimes; missing stays missing."""
     return pd.to_datetime(pd.to_numeric(seconds, errors="coerce"), unit="s", utc=True)
 
 
@@ -27,8 +28,8 @@ def read_payments(conn: Connection) -> pd.DataFrame:
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    df["created"] = _utc(df["created"])
-    df["period_end"] = _utc(df["period_end"])
+    df["created"] = utc_seconds(df["created"])
+    df["period_end"] = utc_seconds(df["period_end"])
     df["amount"] = pd.to_numeric(df["amount"], errors="coerce").fillna(0).astype("int64")
     df["amount_refunded"] = pd.to_numeric(df["amount_refunded"], errors="coerce").fillna(0).astype("int64")
     df["livemode"] = df["livemode"].fillna(False).astype(bool)
@@ -43,7 +44,7 @@ def read_events(conn: Connection) -> pd.DataFrame:
     """Every stored event: id, type, created (UTC), pending_webhooks, object_id, object_type, livemode.
     Column-wise when `conn` has not begun a transaction yet (`monitor.db.read_bulk`)."""
     events = read_bulk(conn, _EVENTS, rows_of="stripe_events")
-    events["created"] = _utc(events["created"])
+    events["created"] = utc_seconds(events["created"])
     events["pending_webhooks"] = pd.to_numeric(events["pending_webhooks"]).fillna(0).astype("int64")
     events["livemode"] = events["livemode"].fillna(False).astype(bool)
     return events

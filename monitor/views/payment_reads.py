@@ -11,6 +11,7 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from monitor.models import RepairRecord
 from monitor.reconcile import PAYMENT_COLUMNS
+from monitor.snapshot import utc_seconds
 from monitor.views.common import from_epoch, loads
 
 # id prefix -> the table holding that Stripe object
@@ -77,8 +78,8 @@ def payments_by_id(conn: Connection, payment_ids: Collection[str]) -> tuple[pd.D
     for r in (*refunds, *disputes):
         r["payment_intent_id"] = r["payment_intent_id"] or pi_of_charge.get(r["charge_id"])
     df = df[list(PAYMENT_COLUMNS)].copy()
-    df["created"] = pd.to_datetime(pd.to_numeric(df["created"]), unit="s", utc=True)
-    df["period_end"] = pd.to_datetime(pd.to_numeric(df["period_end"]), unit="s", utc=True)
+    df["created"] = utc_seconds(df["created"])
+    df["period_end"] = utc_seconds(df["period_end"])
     df["amount"] = pd.to_numeric(df["amount"]).astype("Int64")
     df["amount_refunded"] = pd.to_numeric(df["amount_refunded"]).astype("int64")
     df["livemode"] = df["livemode"].fillna(False).astype(bool)
