@@ -33,7 +33,7 @@ from monitor.config import EXTRA_SETTINGS, SETTINGS, load
 from monitor.emulator import server
 from tests.conftest import REPO_ROOT
 from tests.services import free_port, run_cli
-from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS, dashboard, main_text, settle, sidebar_pages
+from tests.streamlit_server import CHROMIUM, dashboard, main_text, settle, sidebar_pages
 from tests.stripe_cast import Account
 from ui.text import to_csv
 
@@ -179,18 +179,6 @@ def site(tmp_path_factory, postgres_server) -> Iterator[Site]:
                 yield Site(running.url, running.log, env, evil, odd, where)
     finally:
         postgres_server.drop_database(name)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def as_operator(browser, who: str):

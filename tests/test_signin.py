@@ -34,7 +34,6 @@ from monitor.emulator import server
 from tests.services import clean_env, free_port
 from tests.streamlit_server import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     dashboard,
     main_text,
     settle,
@@ -180,18 +179,6 @@ def served(world):
         args=["--secrets.files", str(world.where / "secrets.toml")],
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def sign_in(browser, url: str, who: str):
