@@ -1466,16 +1466,7 @@ class Bench:
         built_s = time.perf_counter() - started
         del big_rows
         log(f"reconciliation: {big:,} payments × {big:,} rows (child process)")
-        ours = run_child(
-            ["reconcile-store", "--store", big_store, "--app", big_app, "--now", str(self.now_s)],
-            f"reconciling {big:,} payments",
-        )
-        total = ours["read_s"] + ours["reconcile_s"]
-        first = ours["first_read_s"] + ours["first_reconcile_s"]
-        log(
-            f"  read {ours['read_s']:.2f} s, reconcile {ours['reconcile_s']:.2f} s (first run {first:.2f} s), "
-            f"peak {ours['peak_mib']:.0f} MiB"
-        )
+        ours, total, first = self._reconcile_in_child(big_store, big_app, big)
         label = f"Reconcile {ours['payments']:,} payments × {ours['rows']:,} rows (store on SQLite, app DB on SQLite)"
         self.report.add(f"{label}: read both sides", seconds(ours["read_s"]))
         self.report.add(f"{label}: reconcile()", seconds(ours["reconcile_s"]))
@@ -1508,21 +1499,27 @@ class Bench:
             f"{ours['findings']:,} findings {ours['by_kind']}."
         )
 
+    def _reconcile_in_child(self, store_url: str, app_url: str, n: int) -> tuple[dict, float, float]:
+        """(the child's figures, read + reconcile of its later run, of its first run)."""
+        ours = run_child(
+            ["reconcile-store", "--store", store_url, "--app", app_url, "--now", str(self.now_s)],
+            f"reconciling {n:,} payments",
+        )
+        total = ours["read_s"] + ours["reconcile_s"]
+        first = ours["first_read_s"] + ours["first_reconcile_s"]
+        log(
+            f"  read {ours['read_s']:.2f} s, reconcile {ours['reconcile_s']:.2f} s (first run {first:.2f} s), "
+            f"peak {ours['peak_mib']:.0f} MiB"
+        )
+        return ours, total, first
+
     def _reconcile_against_naive(
         self, store_on: str, store_url: str, app_on: str, app_url: str, *, mapping: bool
     ) -> None:
         """Ours in a child process, then the naive per-payment loop, over the same store and app database."""
         report, where = self.report, f"store on {store_on}, app DB on {app_on}"
         log(f"reconciliation: {self.sizes.recon_rows:,} payments, {where} (child process)")
-        ours = run_child(
-            ["reconcile-store", "--store", store_url, "--app", app_url, "--now", str(self.now_s)],
-            f"reconciling {self.sizes.recon_rows:,} payments",
-        )
-        ours_s = ours["read_s"] + ours["reconcile_s"]
-        first_s = ours["first_read_s"] + ours["first_reconcile_s"]
-        log(
-            f"  read {ours['read_s']:.2f} s, reconcile {ours['reconcile_s']:.2f} s (first run {first_s:.2f} s)"
-        )
+        ours, ours_s, first_s = self._reconcile_in_child(store_url, app_url, self.sizes.recon_rows)
         log(f"naive reconciliation: one query per payment to the app database on {app_on}")
         naive_read, naive_loop_s, _, naive_kinds = naive_reconcile(
             store_url, app_url, self.now, through_mapping=False, limit=None
