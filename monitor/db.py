@@ -44,9 +44,20 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        deferred = not immediate or conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     return engine
+
+
+READ_ONLY = "monitor_read_only"
+
+
+def for_reading(engine: Engine) -> Engine:
+    """`engine` (the same pool) for reads that must never queue behind a writer: on SQLite its
+    transactions begin with a plain BEGIN, which WAL lets run beside the file's one writer, instead of
+    BEGIN IMMEDIATE, which waits for the write lock. Elsewhere it changes nothing."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def read_frame(conn: Connection, statement, params: dict | None = None) -> pd.DataFrame:

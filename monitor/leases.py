@@ -7,7 +7,9 @@ renewing is one compare-and-set that must change exactly one row:
      WHERE name = :name AND (holder = :me OR expires_at < :now)
 
 and the very first time, an INSERT that the primary key arbitrates. So however many processes try at the
-same moment, at most one of them leads, on PostgreSQL and on SQLite alike. Times are the processes' own
+same moment, at most one of them leads, on PostgreSQL and on SQLite alike. A process first reads the row
+and does not write at all while someone else's lease is running: a standby never waits for the write lock
+(on SQLite, one per file, held by the leader's jobs most of the time it is busy). Times are the processes' own
 UTC clocks: hosts that share a store must keep their clocks in step (NTP), as healthchecks' and every
 lease-based scheduler's do.
 
@@ -25,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, case, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from monitor.db import for_reading
 from monitor.models import Lease as LeaseRow
 
 SCHEDULER = "scheduler"
@@ -62,6 +65,12 @@ class Lease:
         started = time.monotonic()
         now = now or _utcnow()
         until = now + self.duration
+        held = self.current()
+        if held.holder not in (None, self.holder) and held.expires_at >= now:
+            # Someone else's lease is running: nothing to write (a standby stays off the write lock).
+            self._valid_until = None
+            self.expires_at = None
+            return False
         t = LeaseRow.__table__
         with self.engine.begin() as conn:
             changed = conn.execute(
@@ -103,7 +112,7 @@ class Lease:
     def current(self) -> LeaseState:
         """Who holds the lease according to the store."""
         t = LeaseRow.__table__
-        with self.engine.connect() as conn:
+        with for_reading(self.engine).connect() as conn:
             row = conn.execute(select(t.c.holder, t.c.expires_at).where(t.c.name == self.name)).first()
         return LeaseState(None, None) if row is None else LeaseState(row.holder, row.expires_at)
 

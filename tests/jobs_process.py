@@ -70,15 +70,24 @@ class JobsChild:
         self._out.close()
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str, step: float = 0.1):
-    """Poll `condition` until it returns something true; fail the test with `what` after `timeout` s."""
+def wait_until(
+    condition: Callable[[], object],
+    timeout: float,
+    what: str,
+    step: float = 0.1,
+    *,
+    children: tuple[JobsChild, ...] | list[JobsChild] = (),
+):
+    """Poll `condition` until it returns something true; fail the test with `what` after `timeout` s, and
+    with the output of the jobs processes in `children`, which says what they were doing."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
         if result:
             return result
         time.sleep(step)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
+    said = "".join(f"\n--- pid {c.pid} ---\n{c.log()}" for c in children)
+    raise AssertionError(f"not within {timeout:g} s: {what}{said}")
 
 
 def job_runs(url: str) -> list:

@@ -165,7 +165,7 @@ def test_the_jobs_process_runs_its_jobs_serves_metrics_and_stops_cleanly_on_sigt
             done = [r.job for r in job_runs(url) if r.outcome == "ok"]
             return done.count("jobs:sync") >= 2 and done.count("jobs:probes") >= 3
 
-        wait_until(enough, 30, "two syncs and three probe runs")
+        wait_until(enough, 30, "two syncs and three probe runs", children=[child])
         assert {"sync", "reconcile", "jobs:retention"} <= {r.job for r in job_runs(url)}
         text = metrics_text(port)
         assert 'payment_monitor_component_up{component="redis:channels"} 0.0' in text
@@ -207,12 +207,14 @@ def test_against_a_failing_stripe_the_process_records_the_failure_and_recovers(u
                 lambda: [r for r in job_runs(url) if r.job == "jobs:sync" and r.outcome == "failed"],
                 30,
                 "a failed sync run",
+                children=[child],
             )
             stripe.emulator.error_rate = 0.0
             wait_until(
                 lambda: [r for r in job_runs(url) if r.job == "jobs:sync" and r.outcome == "ok"],
                 30,
                 "a good sync",
+                children=[child],
             )
             child.proc.send_signal(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
             assert child.proc.wait(10) == 0

@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 from itertools import combinations
 
 import pytest
+from sqlalchemy import update
 
 from jobs.process import JobsProcess
 from monitor import config, store
 from monitor.leases import Lease
+from monitor.models import Lease as LeaseRow
 from tests.jobs_process import JobsChild, job_runs, wait_until
 from tests.services import free_port
 
@@ -68,6 +70,21 @@ def test_a_released_lease_is_free_at_once(engine):
     assert alpha.release()
     assert beta.acquire(now=T0 + timedelta(seconds=1))
     assert not alpha.release()  # not ours any more: nothing to give up
+
+
+def test_a_standby_is_answered_while_the_leader_is_writing(engine):
+    """A standby only reads while another's lease runs: it never queues behind the leader's writes (on
+    SQLite the one write lock of the file, which a busy leader's jobs hold most of the time)."""
+    alpha, beta = Lease(engine, "alpha", duration=15), Lease(engine, "beta", duration=15)
+    assert alpha.acquire(now=T0)
+    t = LeaseRow.__table__
+    with ThreadPoolExecutor(1) as pool, engine.begin() as leader_writing:
+        # The leader in the middle of a write that touches the lease row itself: SQLite's write lock,
+        # PostgreSQL's row lock. Queueing behind it would take SQLite's 30 s busy timeout, or forever.
+        leader_writing.execute(update(t).where(t.c.name == "scheduler").values(holder=t.c.holder))
+        answer = pool.submit(beta.acquire, now=T0 + timedelta(seconds=5))
+        assert answer.result(timeout=10) is False
+    assert beta.current().holder == "alpha"
 
 
 @pytest.mark.parametrize("moment", ["first ever", "after expiry"])
@@ -155,15 +172,24 @@ def test_one_of_several_processes_leads_and_a_standby_takes_over_when_it_dies(n,
     env = jobs_env(tmp_path, postgres_url)
     children = [JobsChild(env, tmp_path / f"jobs{i}.log", LEASE_ARGS) for i in range(n)]
     try:
-        leader = wait_until(lambda: leader_of(children, postgres_url), 30, "one leader running jobs")
+        leader = wait_until(
+            lambda: leader_of(children, postgres_url), 30, "one leader running jobs", children=children
+        )
         standbys = [c for c in children if c is not leader]
-        wait_until(lambda: all(c.says("standing by:") for c in standbys), 10, "the others standing by")
+        wait_until(
+            lambda: all(c.says("standing by:") for c in standbys),
+            10,
+            "the others standing by",
+            children=children,
+        )
 
         leader.proc.send_signal(signal.SIGKILL)
         leader.proc.wait(5)
         killed_at = datetime.now(UTC)
         started = time.monotonic()
-        successor = wait_until(lambda: leader_of(standbys, postgres_url), 15, "a standby leading")
+        successor = wait_until(
+            lambda: leader_of(standbys, postgres_url), 15, "a standby leading", children=children
+        )
         took = time.monotonic() - started
         assert took < 3 + 1 + 1.5  # the lease time, one job interval, and the process's own pace
 
@@ -172,7 +198,9 @@ def test_one_of_several_processes_leads_and_a_standby_takes_over_when_it_dies(n,
             code, _ = successor.terminate()
             assert code == 0
             handed_at = time.monotonic()
-            wait_until(lambda: leader_of([last], postgres_url), 10, "the last standby leading")
+            wait_until(
+                lambda: leader_of([last], postgres_url), 10, "the last standby leading", children=children
+            )
             if successor.says("the lease is given up"):
                 assert time.monotonic() - handed_at < 0.5 + 1.5  # its next attempt, and its pace
             else:  # a run did not finish within the stop's grace time: abandoned, the lease left to run out
@@ -209,10 +237,14 @@ def test_on_sqlite_a_second_process_says_clearly_that_it_stands_by(tmp_path):
     env = jobs_env(tmp_path, f"sqlite:///{tmp_path / 'monitor.db'}")
     children = [JobsChild(env, tmp_path / f"jobs{i}.log", LEASE_ARGS) for i in range(2)]
     try:
-        wait_until(lambda: any(c.says("leading:") for c in children), 20, "one process leading")
+        wait_until(
+            lambda: any(c.says("leading:") for c in children), 20, "one process leading", children=children
+        )
         first = next(c for c in children if c.says("leading:"))
         second = next(c for c in children if c is not first)
-        wait_until(lambda: second.says("standing by:"), 20, "the other process standing by")
+        wait_until(
+            lambda: second.says("standing by:"), 20, "the other process standing by", children=children
+        )
         line = next(x for x in second.log().splitlines() if "standing by:" in x)
         assert f":{first.pid}:" in line and "leads (lease until" in line and "SQLite" in line
         assert not second.says("leading:")

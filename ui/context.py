@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from monitor import actions, pipeline, store
 from monitor.app_db import AppDatabase
 from monitor.config import EXTRA_SETTINGS, SETTINGS, Config, ConfigError, load
+from monitor.db import for_reading
 from monitor.errors import MonitorError
 from monitor.models import now_utc
 from monitor.repair import ACTIVATING_ROLES, role_of
@@ -77,6 +78,11 @@ def _engine(url: str) -> Engine:
 def engine() -> Engine:
     """The monitor's store, migrated to head once per process."""
     return _engine(config().monitor_database_url)
+
+
+def reader() -> Engine:
+    """The store for the pages' reads, which never wait for the jobs process's writes to finish."""
+    return for_reading(engine())
 
 
 @st.cache_resource(show_spinner=False)

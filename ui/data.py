@@ -22,25 +22,25 @@ def refresh() -> None:
 
 @st.cache_data(ttl=STATUS_TTL, show_spinner=False)
 def status_strip(db: tuple) -> list[dict]:
-    return views.status_strip(context.engine())
+    return views.status_strip(context.reader())
 
 
 @st.cache_data(ttl=STATUS_TTL, show_spinner=False)
 def findings_summary(db: tuple) -> dict:
-    return views.findings_summary(context.engine())
+    return views.findings_summary(context.reader())
 
 
 @st.cache_data(ttl=STATUS_TTL, show_spinner=False)
 def freshness(db: tuple) -> dict:
     cfg = context.config()
     return views.freshness(
-        context.engine(), now=now_utc(), sync_interval=cfg.sync_interval, probe_interval=cfg.probe_interval
+        context.reader(), now=now_utc(), sync_interval=cfg.sync_interval, probe_interval=cfg.probe_interval
     )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def parity_history(db: tuple, days: int):
-    return views.parity_history(context.engine(), since=now_utc() - timedelta(days=days))
+    return views.parity_history(context.reader(), since=now_utc() - timedelta(days=days))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -56,7 +56,7 @@ def find_findings(
     offset: int,
 ):
     return views.find_findings(
-        context.engine(),
+        context.reader(),
         kinds=list(kinds) if kinds else None,
         severities=list(severities) if severities else None,
         statuses=statuses,
@@ -71,33 +71,33 @@ def find_findings(
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def finding_detail(db: tuple, finding_id: str):
-    return views.finding_detail(context.engine(), context.app(), finding_id)
+    return views.finding_detail(context.reader(), context.app(), finding_id)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def customer_lookup(db: tuple, query: str):
-    return views.customer_lookup(context.engine(), context.app(), query, now=now_utc())
+    return views.customer_lookup(context.reader(), context.app(), query, now=now_utc())
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def webhook_overview(db: tuple):
-    return views.webhook_overview(context.engine(), context.app(), context.config(), now=now_utc())
+    return views.webhook_overview(context.reader(), context.app(), context.config(), now=now_utc())
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def infrastructure(db: tuple, days: int):
     now = now_utc()
-    return views.infrastructure(context.engine(), now=now, since=now - timedelta(days=days))
+    return views.infrastructure(context.reader(), now=now, since=now - timedelta(days=days))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def finance(db: tuple, period: str, since: datetime, until: datetime):
-    return views.finance(context.engine(), period=period, since=since, until=until)
+    return views.finance(context.reader(), period=period, since=since, until=until)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def audit_log(db: tuple, limit: int):
-    return views.audit_log(context.engine(), limit=limit)
+    return views.audit_log(context.reader(), limit=limit)
 
 
 def stripe_url(object_id: str | None) -> str | None:
