@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, delete
 
 from monitor import store
-from monitor.errors import MonitorError
+from monitor.errors import MonitorError, StripeUnavailable
 from monitor.leases import Lease
 from monitor.models import Lease as LeaseRow
 from monitor.models import SyncState, SyncWindow
@@ -35,6 +35,7 @@ SYNC_LEASE_S = 120.0  # renewed every 40 s while pages arrive; a killed sync's l
 SYNC_WAIT_S = 60.0
 # Enough requests in flight to fill Stripe's live rate (100/s) at ~150 ms a request.
 DEFAULT_WORKERS = 16
+STOP_AFTER_FAILURES = 3  # windows failing in a row, no page between: Stripe is down, the run stops
 
 # progress(resource name, objects fetched so far in this run, pages so far)
 Progress = Callable[[str, int, int], None]
@@ -87,7 +88,12 @@ class _Backfill:
     A window that turns out to hold more than a page hands its older part to an idle worker (it splits at
     a point about SPLIT_PAGES pages further back, judged from the page's own span of `created`), so a long
     history is soon fetched by every worker at once, while a run with little new costs one request per
-    resource."""
+    resource.
+
+    A window whose request fails (Stripe unreachable, or 429/5xx after the SDK's retries) stops there,
+    its cursor saved, while the other windows go on, so a flaky Stripe still leaves every page it gave
+    in the store; STOP_AFTER_FAILURES such failures with no page between them (Stripe down) stop the run
+    at once, as does any other error. `error` is the first error, `halted` whether the run stopped."""
 
     SPLIT_PAGES = 3
 
@@ -103,6 +109,8 @@ class _Backfill:
         self.lock = threading.Lock()
         self.pending = 0  # tasks queued or being fetched
         self.error: BaseException | None = None
+        self.failures_in_a_row = 0
+        self.halted = False  # no more pages: Stripe is down, or something other than Stripe failed
         self.done = threading.Event()
         # Our threads queue for the store here, in order, rather than in SQLite's busy handler, which
         # sleeps up to 100 ms between tries and so left most workers asleep instead of fetching.
@@ -126,8 +134,6 @@ class _Backfill:
             self.tasks.put((2, next(self._order), None))
         for t in threads:
             t.join()
-        if self.error is not None:
-            raise self.error
 
     def _work(self) -> None:
         while True:
@@ -137,11 +143,17 @@ class _Backfill:
             with self.lock:
                 self.idle -= 1
             try:
-                if self.error is None:
+                if not self.halted:
                     self._fetch(task)
+            except StripeUnavailable as e:
+                with self.lock:
+                    self.error = self.error or e
+                    self.failures_in_a_row += 1
+                    self.halted = self.halted or self.failures_in_a_row >= STOP_AFTER_FAILURES
             except BaseException as e:  # noqa: BLE001 - handed to run(), which raises it
                 with self.lock:
                     self.error = self.error or e
+                    self.halted = True
                 self.done.set()
             finally:
                 with self.lock:
@@ -152,7 +164,7 @@ class _Backfill:
 
     def _fetch(self, task: _Task) -> None:
         """Fetch a window page by page, newest first, saving each page with the window's cursor."""
-        while self.error is None:
+        while not self.halted:
             page = self.source.list_page(
                 task.resource, created_gte=task.start, created_lt=task.end, starting_after=task.starting_after
             )
@@ -165,6 +177,8 @@ class _Backfill:
                 store.advance_window(
                     conn, task.resource.name, task.start, task.end, last_id, len(data), done, split=split
                 )
+            with self.lock:
+                self.failures_in_a_row = 0
             self.on_page(task.resource.name, len(data))
             if done:
                 return
@@ -314,15 +328,21 @@ def _sync(
                 _Task(resource, w.window_start, w.window_end, w.starting_after, w.window_start == oldest)
             )
     backfill.run()
+    if backfill.halted:
+        raise backfill.error
     with engine.begin() as conn:  # two windows finishing at once may each have seen the other open
         for resource in RESOURCES:
             store.settle_cursor(conn, resource.name)
 
+    # The endpoints and the delivery state come in even when a resource's window failed: the webhook
+    # checks need them most when Stripe is having a bad day.
     endpoints = source.list_all(ENDPOINTS)
     with engine.begin() as conn:
         store.replace_objects(conn, ENDPOINTS.kind, endpoints, snapshot_at=int(time.time()))
     result.objects[ENDPOINTS.name] = len(endpoints)
     result.objects[UNDELIVERED_EVENTS.name] = refresh_undelivered(engine, source)
+    if backfill.error is not None:
+        raise backfill.error
     result.requests = source.requests - requests_before
     result.seconds = time.monotonic() - started
     return result

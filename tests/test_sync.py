@@ -14,11 +14,12 @@ from sqlalchemy import func, select, text
 
 from monitor import store
 from monitor.emulator import server
+from monitor.emulator.server import json_response
 from monitor.emulator.shapes import example
 from monitor.errors import StripeAuthError, StripeUnavailable
 from monitor.models import STRIPE_TABLES, SyncWindow
 from monitor.stripe_source import RESOURCES, StripeSource
-from monitor.sync import sync
+from monitor.sync import STOP_AFTER_FAILURES, sync
 from tests.conftest import REPO_ROOT
 from tests.services import clean_env
 from tests.stripe_cast import Account, many_sessions
@@ -117,6 +118,42 @@ def test_injected_500s_and_429s_leave_the_same_store_as_a_fault_free_run(engine,
         stats = running.emulator.stats()
     assert stats["errors_injected"] > 0
     assert dump(engine) == reference
+
+
+def test_a_resource_stripe_keeps_failing_on_does_not_stop_the_others(engine, reference):
+    with server.start(account().objects, api_key=KEY) as running:
+        answer = running.emulator.handle
+
+        def invoices_down(method, target, headers, body=b""):
+            if target.startswith("/v1/invoices"):
+                return json_response(500, {"error": {"type": "api_error", "message": "Invoices are down."}})
+            return answer(method, target, headers, body)
+
+        running.emulator.handle = invoices_down
+        with pytest.raises(StripeUnavailable, match="invoices"):
+            sync(engine, source(running, max_network_retries=0), now=NOW)
+        # Every other resource's pages came in all the same (this account has no invoices to miss).
+        assert dump(engine) == reference
+        with engine.connect() as conn:
+            unfinished = conn.execute(select(SyncWindow.resource).where(SyncWindow.done.is_(False))).scalars()
+            assert set(unfinished) == {"invoices"}  # the next run asks again for the invoices only
+
+
+def test_stripe_going_down_mid_backfill_stops_the_run_within_a_few_requests(engine):
+    workers = 2  # fewer than the resources: most of their first windows are still queued when it goes down
+    with server.start(many_sessions(NOW - 3600, 3000), api_key=KEY) as running:
+
+        def progress(resource, objects, pages):
+            if pages == 2:
+                running.emulator.reset_stats()
+                running.emulator.error_rate = 1.0
+
+        with pytest.raises(StripeUnavailable):
+            sync(engine, source(running, max_network_retries=0), now=NOW, progress=progress, workers=workers)
+        stats = running.emulator.stats()
+    # The requests in flight when it went down, plus the failures in a row that tell it is down.
+    assert stats["requests"] <= workers + STOP_AFTER_FAILURES
+    assert "/v1/webhook_endpoints" not in stats["by_path"]  # a run that stopped asks for nothing more
 
 
 def test_a_timeout_mid_sync_fails_cleanly_and_the_next_run_completes_the_store(engine, reference):
