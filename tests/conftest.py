@@ -72,6 +72,16 @@ def sqlite_or_postgres_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture
+def store_engine(sqlite_or_postgres_url):
+    """The monitor's store, migrated to head, on a new database: once on SQLite, once on PostgreSQL."""
+    from monitor import store
+
+    engine = store.open_store(sqlite_or_postgres_url)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium through Playwright, one per test module."""

@@ -109,23 +109,20 @@ def test_sqlite_text_holding_numbers_reads_as_text_either_way(tmp_path):
     assert fast["ref"].astype("str").tolist()[1:] == slow["ref"].astype("str").tolist()[1:] == ["42", "cs_x"]
 
 
-def test_the_stores_payments_and_events_read_column_wise_equal_those_read_one_by_one(sqlite_or_postgres_url):
-    engine = store.open_store(sqlite_or_postgres_url)
+def test_the_stores_payments_and_events_read_column_wise_equal_those_read_one_by_one(store_engine):
+    engine = store_engine
     pad(engine)
-    try:
-        with engine.begin() as conn:
-            store.save_objects(conn, build_demo(ANCHOR).objects, snapshot_at=int(ANCHOR.timestamp()))
-        frames = []
-        for read in (snapshot.read_payments, snapshot.read_events):
-            with engine.connect() as conn:
-                fast = read(conn)
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-                slow = read(conn)
-            frames.append((fast, slow))
-        raw = both_ways(engine, "SELECT amount FROM payments")
-    finally:
-        engine.dispose()
+    with engine.begin() as conn:
+        store.save_objects(conn, build_demo(ANCHOR).objects, snapshot_at=int(ANCHOR.timestamp()))
+    frames = []
+    for read in (snapshot.read_payments, snapshot.read_events):
+        with engine.connect() as conn:
+            fast = read(conn)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            slow = read(conn)
+        frames.append((fast, slow))
+    raw = both_ways(engine, "SELECT amount FROM payments")
     assert raw[0]["amount"].dtype == "Int64" and raw[1]["amount"].dtype != "Int64"  # each way really ran
     for fast, slow in frames:
         assert len(fast) > 50

@@ -23,16 +23,9 @@ from tests.services import free_port
 T0 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'monitor.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    e = store.open_store(url)
-    yield e
-    e.dispose()
+@pytest.fixture
+def engine(store_engine):
+    return store_engine
 
 
 # --- the lease itself -------------------------------------------------------------------------

@@ -24,10 +24,8 @@ def url(sqlite_or_postgres_url):
 
 
 @pytest.fixture
-def engine(url):
-    e = store.open_store(url)
-    yield e
-    e.dispose()
+def engine(store_engine):
+    return store_engine
 
 
 def table(conn) -> list[tuple]:
