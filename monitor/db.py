@@ -7,9 +7,11 @@ import contextlib
 import functools
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,7 +31,7 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
         return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
 
     # pysqlite's own transaction handling is off so the BEGIN below is the one that counts
     # (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL" for pysqlite).
@@ -37,8 +39,8 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
     def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -48,6 +50,24 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
         conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     return engine
+
+
+BUSY_TIMEOUT_S = 30
+
+
+def _use_wal(cursor: sqlite3.Cursor) -> None:
+    """PRAGMA journal_mode=WAL, waiting for other writers as the busy timeout would. SQLite answers
+    "database is locked" at once, without its busy handler, while another connection writes a file that
+    is not in WAL mode yet: a new store that another process is creating at the same moment."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 READ_ONLY = "monitor_read_only"

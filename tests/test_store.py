@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -21,16 +22,9 @@ NOW = int(time.time())
 T0 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path / 'monitor.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    e = store.open_store(url)
-    yield e
-    e.dispose()
+@pytest.fixture
+def engine(store_engine):
+    return store_engine
 
 
 def test_opening_a_store_creates_every_table_and_the_payment_sources_view(engine):
@@ -53,6 +47,30 @@ def test_many_processes_may_open_a_new_store_at_once(tmp_path):
     assert all("findings" in inspect(e).get_table_names() for e in engines)
     for e in engines:
         e.dispose()
+
+
+def test_a_store_opened_while_another_process_writes_it_before_it_is_in_wal_mode_waits(tmp_path):
+    """SQLite answers "database is locked" at once, busy handler or not, to PRAGMA journal_mode=WAL while
+    another connection writes a file still in rollback-journal mode (two processes opening a new store at
+    the same moment): opening waits for that writer instead of failing."""
+    path = tmp_path / "monitor.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE early (i)")  # a file in rollback-journal mode
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO early VALUES (1)")
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(store.open_store, f"sqlite:///{path}")
+        time.sleep(0.5)
+        assert not opening.done()  # waiting, not failed
+        other.execute("COMMIT")
+        engine = opening.result(timeout=30)
+    other.close()
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert "findings" in inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
 
 
 def test_payments_are_sessions_with_refunds_and_disputes_attached(engine):
