@@ -72,14 +72,24 @@ def sqlite_or_postgres_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+def _opened_store(url: str) -> Iterator:
+    from monitor import store
+
+    engine = store.open_store(url)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
 def store_engine(sqlite_or_postgres_url):
     """The monitor's store, migrated to head, on a new database: once on SQLite, once on PostgreSQL."""
-    from monitor import store
+    yield from _opened_store(sqlite_or_postgres_url)
 
-    engine = store.open_store(sqlite_or_postgres_url)
-    yield engine
-    engine.dispose()
+
+@pytest.fixture
+def sqlite_store(sqlite_url):
+    """The monitor's store, migrated to head, in a new SQLite file."""
+    yield from _opened_store(sqlite_url)
 
 
 @pytest.fixture(scope="module")

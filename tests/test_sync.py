@@ -60,10 +60,8 @@ def source(running, **options) -> StripeSource:
 
 
 @pytest.fixture
-def engine(sqlite_url):
-    e = store.open_store(sqlite_url)
-    yield e
-    e.dispose()
+def engine(sqlite_store):
+    return sqlite_store
 
 
 @pytest.fixture(scope="module")
