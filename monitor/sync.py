@@ -90,7 +90,7 @@ class _Backfill:
     history is soon fetched by every worker at once, while a run with little new costs one request per
     resource.
 
-    A window whose request fails (Stripe unreachable, or 429/5xx after the SDK's retries) stops there,
+    A window whose request fails (Stripe unreachable, or 429/5xx after StripeSource's retries) stops there,
     its cursor saved, while the other windows go on, so a flaky Stripe still leaves every page it gave
     in the store; STOP_AFTER_FAILURES such failures with no page between them (Stripe down) stop the run
     at once, as does any other error. `error` is the first error, `halted` whether the run stopped."""
