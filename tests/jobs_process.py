@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -76,7 +76,7 @@ def wait_until(
     what: str,
     step: float = 0.1,
     *,
-    children: tuple[JobsChild, ...] | list[JobsChild] = (),
+    children: Sequence[JobsChild] = (),
 ):
     """Poll `condition` until it returns something true; fail the test with `what` after `timeout` s, and
     with the output of the jobs processes in `children`, which says what they were doing."""

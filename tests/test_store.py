@@ -154,18 +154,15 @@ def test_every_job_run_is_recorded_with_its_error(engine):
     assert runs[0].finished_at is not None
 
 
-def test_on_sqlite_reads_for_the_pages_go_on_while_a_job_is_writing(tmp_path):
+def test_on_sqlite_reads_for_the_pages_go_on_while_a_job_is_writing(sqlite_store):
     """Every store transaction begins with BEGIN IMMEDIATE on SQLite, so writers queue instead of failing;
     a read through `for_reading` begins with a plain BEGIN and is answered while a writer holds the lock."""
-    engine = store.open_store(f"sqlite:///{tmp_path / 'monitor.db'}")
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            with engine.begin() as job:  # a job in the middle of a write
-                job.execute(insert(JobRun).values(job="sync", started_at=T0, outcome="running", counts="{}"))
-                queued = pool.submit(views.status_strip, engine)
-                answered = pool.submit(views.status_strip, db.for_reading(engine))
-                assert answered.result(timeout=10) is not None
-                assert not queued.done()  # the plain engine waits for the write lock
-            assert queued.result(timeout=10) == answered.result()
-    finally:
-        engine.dispose()
+    engine = sqlite_store
+    with ThreadPoolExecutor(2) as pool:
+        with engine.begin() as job:  # a job in the middle of a write
+            job.execute(insert(JobRun).values(job="sync", started_at=T0, outcome="running", counts="{}"))
+            queued = pool.submit(views.status_strip, engine)
+            answered = pool.submit(views.status_strip, db.for_reading(engine))
+            assert answered.result(timeout=10) is not None
+            assert not queued.done()  # the plain engine waits for the write lock
+        assert queued.result(timeout=10) == answered.result()

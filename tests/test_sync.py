@@ -55,8 +55,8 @@ def dump(engine) -> dict[str, list[tuple]]:
         }
 
 
-def source(running, **options) -> StripeSource:
-    return StripeSource(KEY, running.base_url, **{"sleep": lambda s: None, **options})
+def source(running, *, sleep=lambda s: None, **options) -> StripeSource:
+    return StripeSource(KEY, running.base_url, sleep=sleep, **options)
 
 
 @pytest.fixture
