@@ -11,12 +11,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import stripe
 
 from monitor.emulator import server, shapes, state
+from monitor.emulator.demo import build_demo
 
 KEY = "sk_test_emulator_key_1234"
 T0 = 1_700_000_000
@@ -62,6 +64,7 @@ def http(running, method: str, path: str, *, body=None, headers=None, auth: str 
 
 
 def newest_first(objects: list[dict]) -> list[str]:
+    """Stripe's order of objects stored in id order (same-second ones list the one stored last first)."""
     return [o["id"] for o in sorted(objects, key=lambda o: (o["created"], o["id"]), reverse=True)]
 
 
@@ -113,7 +116,7 @@ def build_world() -> dict[str, list[dict]]:
             ex(
                 "checkout.session",
                 id=f"cs_{i:04d}",
-                created=T0 + i // 3,  # three sessions per second: ties are ordered by id
+                created=T0 + i // 3,  # three a second, stored in id order: ties list by id
                 customer="cus_ghost" if i % 50 == 0 else f"cus_{i % 5}",
                 status=["complete", "open", "expired"][i % 3],
                 payment_intent=f"pi_{i:04d}" if i % 2 == 0 else None,
@@ -482,6 +485,194 @@ def test_events_type_and_types_together_are_refused(client):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Same-second order: Stripe lists objects created in the same second in its own creation order, newest
+# first, not by id. Loaded in the order c, a, b, they are listed b, a, c (by id it would be c, b, a).
+
+
+SAME_SECOND = ["evt_c", "evt_a", "evt_b"]
+
+
+def same_second_events() -> list[dict]:
+    return [
+        shapes.example("event", id="evt_before", created=T0 - 1, type="invoice.paid"),
+        *(shapes.example("event", id=i, created=T0, type="invoice.paid") for i in SAME_SECOND),
+        shapes.example("event", id="evt_after", created=T0 + 1, type="invoice.paid"),
+    ]
+
+
+def test_same_second_objects_list_the_one_stored_last_first():
+    with server.start(same_second_events()) as running:
+        client = client_for(running)
+        assert ids(raw(client, "/v1/events")["data"]) == [
+            "evt_after",
+            "evt_b",
+            "evt_a",
+            "evt_c",
+            "evt_before",
+        ]
+        assert ids(raw(client, "/v1/events", type="invoice.paid")["data"])[1:4] == ["evt_b", "evt_a", "evt_c"]
+
+
+def test_same_second_order_holds_across_pages_of_one():
+    with server.start(same_second_events()) as running:
+        client = client_for(running)
+        seen, after = [], "evt_after"
+        while True:
+            page = raw(client, "/v1/events", limit=1, starting_after=after)
+            seen += ids(page["data"])
+            if not page["has_more"]:
+                break
+            after = seen[-1]
+        listed = [e.id for e in client.v1.events.list({"limit": 1}).auto_paging_iter()]
+    assert seen == ["evt_b", "evt_a", "evt_c", "evt_before"]
+    assert listed == ["evt_after", "evt_b", "evt_a", "evt_c", "evt_before"]
+
+
+def test_same_second_order_holds_paging_backwards():
+    with server.start(same_second_events()) as running:
+        client = client_for(running)
+        seen, before = [], "evt_before"
+        while True:
+            page = raw(client, "/v1/events", limit=1, ending_before=before)
+            seen = ids(page["data"]) + seen
+            if not page["has_more"]:
+                break
+            before = seen[0]
+        two = raw(client, "/v1/events", limit=2, ending_before="evt_c")
+    assert seen == ["evt_after", "evt_b", "evt_a", "evt_c"]
+    assert ids(two["data"]) == ["evt_b", "evt_a"] and two["has_more"] is True
+
+
+@pytest.mark.parametrize(
+    "created, expected",
+    [
+        (T0, SAME_SECOND[::-1]),
+        ({"gte": T0}, ["evt_after", *SAME_SECOND[::-1]]),
+        ({"lte": T0}, [*SAME_SECOND[::-1], "evt_before"]),
+        ({"gt": T0}, ["evt_after"]),
+        ({"lt": T0}, ["evt_before"]),
+    ],
+)
+def test_created_bounds_take_the_whole_second_in_creation_order(created, expected):
+    with server.start(same_second_events()) as running:
+        assert ids(raw(client_for(running), "/v1/events", created=created)["data"]) == expected
+
+
+def test_replacing_an_object_keeps_its_place_among_its_second():
+    with server.start(same_second_events()) as running:
+        running.emulator.upsert([shapes.example("event", id="evt_c", created=T0, type="charge.refunded")])
+        running.emulator.upsert([shapes.example("event", id="evt_new", created=T0, type="invoice.paid")])
+        client = client_for(running)
+        listed = ids(raw(client, "/v1/events", created=T0)["data"])
+        refunds = ids(raw(client, "/v1/events", type="charge.refunded")["data"])
+        paid = ids(raw(client, "/v1/events", type="invoice.paid", created=T0)["data"])
+    assert listed == ["evt_new", "evt_b", "evt_a", "evt_c"]
+    assert refunds == ["evt_c"] and paid == ["evt_new", "evt_b", "evt_a"]
+
+
+def test_a_fixtures_file_is_stored_in_its_order(tmp_path):
+    path = tmp_path / "fixtures.json"
+    path.write_text(json.dumps({"objects": same_second_events()}))
+    with server.start(server.load_fixtures(path)) as running:
+        assert ids(raw(client_for(running), "/v1/events", created=T0)["data"]) == SAME_SECOND[::-1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Includable fields: an invoice's `payments` is served only when asked for with `expand`, and never inside
+# an event (Stripe API reference, "The Invoice object": payments is includable since 2025-03-31.basil).
+
+
+def invoice_payment(invoice_id: str, intent_id: str) -> dict:
+    return shapes.example(
+        "invoice_payment",
+        id="inpay_" + invoice_id[3:],
+        invoice=invoice_id,
+        amount_paid=4900,
+        amount_requested=4900,
+        currency="usd",
+        created=T0,
+        status="paid",
+        payment={"type": "payment_intent", "payment_intent": intent_id},
+        status_transitions={"canceled_at": None, "paid_at": T0},
+    )
+
+
+def invoice_with_payments(invoice_id: str, created: int) -> dict:
+    payments = {
+        "object": "list",
+        "data": [invoice_payment(invoice_id, "pi_" + invoice_id[3:])],
+        "has_more": False,
+        "url": "/v1/invoice_payments",
+    }
+    return shapes.example("invoice", id=invoice_id, created=created, status="paid", payments=payments)
+
+
+def paid_world() -> list[dict]:
+    invoices = [invoice_with_payments(f"in_paid{k}", T0 + k) for k in range(3)]
+    return [
+        *invoices,
+        shapes.example("subscription", id="sub_paid", created=T0, latest_invoice="in_paid0"),
+        *(
+            shapes.example(
+                "event", id=f"evt_paid{k}", created=T0 + k + 1, type="invoice.paid", data={"object": inv}
+            )
+            for k, inv in enumerate(invoices)
+        ),
+    ]
+
+
+def test_invoice_list_leaves_out_payments_unless_expanded():
+    with server.start(paid_world()) as running:
+        client = client_for(running)
+        plain = raw(client, "/v1/invoices")["data"]
+        expanded = raw(client, "/v1/invoices", expand=["data.payments"])["data"]
+        customers = raw(client, "/v1/invoices", expand=["data.customer"])["data"]
+    assert len(plain) == 3 and all("payments" not in i for i in plain)
+    assert all("payments" not in i for i in customers)
+    assert [i["payments"]["data"][0]["invoice"] for i in expanded] == ids(plain)
+    payment = expanded[0]["payments"]["data"][0]
+    assert payment["object"] == "invoice_payment" and payment["id"] == "inpay_paid2"
+    assert payment["payment"] == {"type": "payment_intent", "payment_intent": "pi_paid2"}
+    assert [{k: v for k, v in i.items() if k != "payments"} for i in expanded] == plain
+
+
+def test_invoice_retrieve_includes_payments_only_when_expanded():
+    with server.start(paid_world()) as running:
+        client = client_for(running)
+        plain = raw(client, "/v1/invoices/in_paid1")
+        expanded = raw(client, "/v1/invoices/in_paid1", expand=["payments"])
+        typed = client.v1.invoices.retrieve("in_paid1", {"expand": ["payments"]})
+    assert "payments" not in plain
+    assert expanded["payments"]["data"][0]["payment"]["payment_intent"] == "pi_paid1"
+    assert typed.payments.data[0].id == "inpay_paid1"
+
+
+def test_an_expanded_invoice_inside_another_object_includes_payments_only_when_asked():
+    with server.start(paid_world()) as running:
+        client = client_for(running)
+        plain = raw(client, "/v1/subscriptions/sub_paid", expand=["latest_invoice"])
+        deep = raw(client, "/v1/subscriptions", expand=["data.latest_invoice.payments"])["data"]
+    assert plain["latest_invoice"]["id"] == "in_paid0" and "payments" not in plain["latest_invoice"]
+    assert deep[0]["latest_invoice"]["payments"]["data"][0]["id"] == "inpay_paid0"
+
+
+def test_an_event_about_an_invoice_never_carries_its_payments():
+    with server.start(paid_world()) as running:
+        client = client_for(running)
+        served = [
+            *raw(client, "/v1/events")["data"],
+            *raw(client, "/v1/events", expand=["data.data.object.payments"])["data"],
+            raw(client, "/v1/events/evt_paid1"),
+            raw(client, "/v1/events/evt_paid1", expand=["data.object.payments"]),
+        ]
+    assert len(served) == 8
+    for event in served:
+        assert event["data"]["object"]["object"] == "invoice"
+        assert "payments" not in event["data"]["object"]
+    assert served[0]["data"]["object"]["status"] == "paid"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Retrieve, account, errors
 
 
@@ -641,6 +832,115 @@ def test_missing_key_is_a_401(running):
 def test_admin_endpoints_need_the_key_too(running):
     status, _, _ = http(running, "GET", "/_emulator/stats", auth="Bearer sk_live_nope_nope_nope")
     assert status == 401
+
+
+def test_demo_invoices_hold_payments_of_stripes_invoice_payment_shape():
+    objects = build_demo(datetime(2026, 11, 26, 11, 20, tzinfo=UTC)).objects
+    invoices = [o for o in objects if o["object"] == "invoice"]
+    intents = {o["id"] for o in objects if o["object"] == "payment_intent"}
+    events = [o for o in objects if o["object"] == "event" and o["type"] == "invoice.paid"]
+    assert invoices and events
+    for invoice in invoices:
+        (payment,) = invoice["payments"]["data"]
+        assert set(payment) == set(shapes.examples()["invoice_payment"])
+        assert payment["id"] == "inpay_" + invoice["id"][3:] and payment["invoice"] == invoice["id"]
+        assert payment["payment"]["payment_intent"] in intents
+        assert payment["amount_paid"] == invoice["amount_paid"] and payment["status"] == "paid"
+    with server.start(objects) as running:
+        client = client_for(running)
+        served = raw(client, "/v1/events", type="invoice.paid", limit=100)["data"]
+    assert served and all("payments" not in e["data"]["object"] for e in served)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Denied paths: a restricted key without Read on a resource (Stripe's 403 names the missing permission)
+
+
+READ_PERMISSIONS = [
+    ("/v1/checkout/sessions", "rak_checkout_session_read"),
+    ("/v1/customers", "rak_customer_read"),
+    ("/v1/invoices", "rak_invoice_read"),
+    ("/v1/payment_intents", "rak_payment_intent_read"),
+    ("/v1/charges", "rak_charge_read"),
+    ("/v1/refunds", "rak_refund_read"),
+    ("/v1/disputes", "rak_dispute_read"),
+    ("/v1/subscriptions", "rak_subscription_read"),
+    ("/v1/events", "rak_event_read"),
+    ("/v1/webhook_endpoints", "rak_webhook_endpoint_read"),
+    ("/v1/account", "rak_account_read"),
+]
+
+
+def permission_message(rak: str, key: str = KEY, account: str = "acct_emulator") -> str:
+    return (
+        f"The provided key '{server.mask_key(key)}' does not have the required permissions for this endpoint "
+        f"on account '{account}'. Having the '{rak}' permission would allow this request to continue."
+    )
+
+
+def test_a_denied_list_is_a_403_naming_the_missing_permission():
+    objects = [
+        shapes.example("checkout.session", id="cs_1", created=T0),
+        shapes.example("customer", id="cus_1", created=T0),
+    ]
+    with server.start(objects, deny=["/v1/checkout/sessions"]) as running:
+        client = client_for(running)
+        with pytest.raises(stripe.PermissionError) as listed:
+            client.v1.checkout.sessions.list()
+        with pytest.raises(stripe.PermissionError) as retrieved:
+            client.v1.checkout.sessions.retrieve("cs_1")
+        assert ids(raw(client, "/v1/customers")["data"]) == ["cus_1"]
+        assert raw(client, "/v1/customers/cus_1")["id"] == "cus_1"
+        assert raw(client, "/v1/account")["id"] == "acct_emulator"
+    for caught in (listed, retrieved):
+        error = caught.value
+        assert error.http_status == 403
+        assert error.json_body["error"]["type"] == "invalid_request_error"
+        assert error.user_message == permission_message("rak_checkout_session_read")
+    assert "sk_test_****1234" in listed.value.user_message
+
+
+@pytest.mark.parametrize("path, rak", READ_PERMISSIONS)
+def test_each_denied_path_names_its_read_permission(path, rak):
+    with server.start([{"object": "account", "id": "acct_mine"}], deny=[path]) as running:
+        status, _, body = http(running, "GET", path)
+        others = [http(running, "GET", p)[0] for p, _ in READ_PERMISSIONS if p != path]
+    assert status == 403
+    assert body["error"] == {
+        "type": "invalid_request_error",
+        "message": permission_message(rak, account="acct_mine"),
+    }
+    assert others == [200] * (len(READ_PERMISSIONS) - 1)
+
+
+def test_deny_refuses_a_path_it_does_not_serve():
+    for path in ("/v1/prices", "/v1/customers/cus_1", "checkout/sessions"):
+        with pytest.raises(ValueError, match="deny"):
+            server.Emulator(deny=[path])
+
+
+def test_emulator_command_denies_each_path_given(tmp_path):
+    fixtures = tmp_path / "fixtures.json"
+    fixtures.write_text(json.dumps({"objects": [{"object": "customer", "id": "cus_1", "created": T0}]}))
+    command = [sys.executable, "-m", "monitor", "emulator", "--port", "0", "--fixtures", str(fixtures)]
+    command += ["--deny", "/v1/checkout/sessions", "--deny", "/v1/invoices"]
+    with subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            ready, _, _ = select.select([process.stdout], [], [], 20)
+            line = process.stdout.readline() if ready else ""
+            assert line.startswith("Stripe emulator listening on "), line or "no startup line"
+            client = stripe.StripeClient(KEY, base_addresses={"api": line.split()[4]}, max_network_retries=0)
+            for path in ("/v1/checkout/sessions", "/v1/invoices"):
+                with pytest.raises(stripe.PermissionError):
+                    raw(client, path)
+            assert ids(raw(client, "/v1/customers")["data"]) == ["cus_1"]
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=10)
+        finally:
+            process.kill()
+    assert process.returncode == 0
 
 
 # ---------------------------------------------------------------------------------------------------------

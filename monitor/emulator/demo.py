@@ -499,11 +499,20 @@ class _Scenario:
             payments={
                 "object": "list",
                 "data": [
-                    {
-                        "object": "invoice_payment",
-                        "status": "paid",
-                        "payment": {"type": "payment_intent", "payment_intent": intent["id"]},
-                    }
+                    example(
+                        "invoice_payment",
+                        id="inpay_" + inv_id[3:],  # from the invoice's id: no draw from the rng
+                        amount_paid=plan.amount,
+                        amount_requested=plan.amount,
+                        created=finalized,
+                        currency=plan.currency,
+                        invoice=inv_id,
+                        is_default=True,
+                        livemode=False,
+                        payment={"type": "payment_intent", "payment_intent": intent["id"]},
+                        status="paid",
+                        status_transitions={"canceled_at": None, "paid_at": paid_at},
+                    )
                 ],
                 "has_more": False,
                 "url": "/v1/invoice_payments",

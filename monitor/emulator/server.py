@@ -2,7 +2,11 @@
 
 `Emulator.handle` turns one request into one response without touching a socket; `start` and
 `serve_forever` put it behind a `ThreadingHTTPServer` that the real `stripe` SDK can talk to
-(`StripeClient(key, base_addresses={"api": base_url})`). Objects live in `state.Store`.
+(`StripeClient(key, base_addresses={"api": base_url})`). Objects live in `state.Store`, which also keeps
+Stripe's order (same-second objects in creation order) and serves includable fields only when expanded.
+
+`deny` names paths the key may not read, as a restricted key without that permission: GET on the list and
+on each object under it answers Stripe's 403, naming the permission (`READ_PERMISSIONS`) that is missing.
 """
 
 import base64
@@ -52,6 +56,22 @@ RATE_LIMIT_MESSAGE = (
     "Request rate limit exceeded. You can learn more about rate limits here "
     "https://stripe.com/docs/rate-limits."
 )
+# The permission a restricted key needs to read each served path, by the internal name Stripe's 403 gives
+# it: "Having the 'rak_charge_read' permission would allow this request to continue." (the form quoted in
+# monitor/stripe_source.py, which reads it back).
+READ_PERMISSIONS: dict[str, str] = {
+    "/v1/checkout/sessions": "rak_checkout_session_read",
+    "/v1/customers": "rak_customer_read",
+    "/v1/invoices": "rak_invoice_read",
+    "/v1/payment_intents": "rak_payment_intent_read",
+    "/v1/charges": "rak_charge_read",
+    "/v1/refunds": "rak_refund_read",
+    "/v1/disputes": "rak_dispute_read",
+    "/v1/subscriptions": "rak_subscription_read",
+    "/v1/events": "rak_event_read",
+    "/v1/webhook_endpoints": "rak_webhook_endpoint_read",
+    "/v1/account": "rak_account_read",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -79,12 +99,14 @@ def stamped(response: Response) -> Response:
 
 @dataclass(frozen=True)
 class Route:
-    """What a path names: `kind` is list, retrieve, account or an admin action; `pattern` keys the stats."""
+    """What a path names: `kind` is list, retrieve, account or an admin action; `pattern` keys the stats;
+    `resource` is the path of the list (or the account) a Stripe route reads, as `READ_PERMISSIONS` keys it."""
 
     kind: str
     pattern: str
     object_type: str | None = None
     object_id: str | None = None
+    resource: str | None = None
 
 
 ADMIN_ROUTES = {
@@ -102,14 +124,15 @@ def route(method: str, path: str) -> Route | None:
         return None
     rest = path[len("/v1/") :]
     if rest == "account":
-        return Route("account", path, "account")
+        return Route("account", path, "account", resource=path)
     for resource, object_type in LIST_RESOURCES.items():
         if rest == resource:
-            return Route("list", path, object_type)
+            return Route("list", path, object_type, resource=path)
         if rest.startswith(resource + "/"):
             object_id = unquote(rest[len(resource) + 1 :])
             if object_id and "/" not in object_id:
-                return Route("retrieve", f"/v1/{resource}/{{id}}", object_type, object_id)
+                pattern = f"/v1/{resource}/{{id}}"
+                return Route("retrieve", pattern, object_type, object_id, resource=f"/v1/{resource}")
     return None
 
 
@@ -341,6 +364,9 @@ class Emulator:
 
     `forbidden_keys` are accepted as keys but may read nothing: every Stripe route answers them 403
     with Stripe's permission error, as Stripe does for a restricted key without the permission.
+
+    `deny` lists paths of `READ_PERMISSIONS` (`/v1/checkout/sessions`) that every key is refused: their list
+    and their objects answer 403 naming the `rak_…_read` permission missing; other paths answer as usual.
     """
 
     def __init__(
@@ -353,6 +379,7 @@ class Emulator:
         error_rate: float = 0.0,
         seed: int = 0,
         forbidden_keys: Iterable[str] = (),
+        deny: Iterable[str] = (),
     ):
         if latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, not {latency_ms}")
@@ -360,6 +387,12 @@ class Emulator:
             raise ValueError(f"rate_limit must be > 0 requests/s, not {rate_limit}")
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError(f"error_rate must be between 0 and 1, not {error_rate}")
+        self.deny = frozenset(deny)
+        unknown = sorted(self.deny - READ_PERMISSIONS.keys())
+        if unknown:
+            raise ValueError(
+                f"deny: {unknown[0]} is not a path the emulator serves; one of {', '.join(READ_PERMISSIONS)}"
+            )
         self.api_key = api_key
         self.forbidden_keys = frozenset(forbidden_keys)
         self.latency_ms = latency_ms
@@ -426,11 +459,9 @@ class Emulator:
         if admin:
             return self._admin(found.kind, body)
         if key in self.forbidden_keys:
-            raise ApiError(
-                403,
-                f"The provided key '{mask_key(key)}' does not have the required permissions for this "
-                f"endpoint on account '{self.store.account().id}'.",
-            )
+            raise permission_error(key, self.store.account().id)
+        if found.resource in self.deny:
+            raise permission_error(key, self.store.account().id, READ_PERMISSIONS[found.resource])
         if self._bucket is not None and not self._bucket.take():
             self._count("rate_limited")
             raise ApiError(429, RATE_LIMIT_MESSAGE, code="rate_limit")
@@ -506,6 +537,17 @@ class Emulator:
         bounds = Bounds(gte, lte, cursors.get("starting_after"), cursors.get("ending_before"))
         records, has_more = self.store.page(object_type, filters, bounds, limit)
         return Response(200, list_body(records, has_more, found.pattern, self.store, expand))
+
+
+def permission_error(key: str, account_id: str, permission: str | None = None) -> ApiError:
+    """Stripe's 403 for a key that may not use an endpoint, naming the missing permission when given."""
+    message = (
+        f"The provided key '{mask_key(key)}' does not have the required permissions for this endpoint "
+        f"on account '{account_id}'."
+    )
+    if permission is not None:
+        message += f" Having the '{permission}' permission would allow this request to continue."
+    return ApiError(403, message)
 
 
 def list_body(

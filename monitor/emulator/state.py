@@ -1,16 +1,24 @@
 """The Stripe emulator's state: stored objects, kept sorted and indexed for Stripe's list semantics.
 
 Every object is stored once, already JSON-encoded, so serving a page of 100 is a join of 100 byte strings
-rather than 100 encodings. Each served type keeps its (created, id) keys in one sorted list plus one sorted
-list per value of each filterable field; a page is found with `bisect` and read by walking at most
+rather than 100 encodings. Each served type keeps its (created, seq, id) keys in one sorted list plus one
+sorted list per value of each filterable field; a page is found with `bisect` and read by walking at most
 `limit + 1` matches from its start, so no request ever scans every object of a type.
+
+Order: newest first, and objects created in the same second in the order Stripe created them, the last
+first, not by id. `seq` stands for that order: a per-store counter given to an id when it is first stored
+(objects of one `upsert`, or one fixtures file, in list order); replacing an object keeps its seq.
+
+Includable fields (`INCLUDABLE`: an invoice's `payments`) are kept as loaded but served only when a request
+expands them, and never inside an event's `data.object`. A record holding one is encoded twice, with and
+without it, so neither answer re-encodes it; an event is stored with its `data.object` already stripped.
 """
 
 import bisect
 import heapq
 import json
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 
 from monitor.emulator import shapes
@@ -31,7 +39,9 @@ LIST_RESOURCES: dict[str, str] = {
 
 DEFAULT_ACCOUNT_ID = "acct_emulator"
 
-Key = tuple[int, str]  # (created, id): the sort key; lists are served in descending key order
+# (created, seq, id): the sort key; lists are served in descending key order. A `(created,)` tuple sorts
+# before every key of that second, which is how the `created` bounds are found.
+Key = tuple[int, int, str]
 FieldFn = Callable[[dict], Hashable]
 
 
@@ -114,20 +124,42 @@ FILTERS: dict[str, dict[str, FieldFn]] = {
     "webhook_endpoint": {},
 }
 
+# Fields Stripe returns only when expanded (`expand[]=payments`, `expand[]=data.payments` on a list), by type.
+# Invoice payments are includable since API 2025-03-31.basil (docs.stripe.com/changelog/basil/2025-03-31/
+# add-support-for-multiple-partial-payments-on-invoices); the project pins a later one (stripe_source.py).
+INCLUDABLE: dict[str, frozenset[str]] = {"invoice": frozenset({"payments"})}
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One stored object: its identity, sort key, indexed field values and its JSON encoding."""
+    """One stored object: its identity, sort key, indexed field values and its JSON encodings.
+
+    `raw` is the object as served unasked, without its includable fields; `full` is the object as loaded,
+    includable fields and all (the very same bytes as `raw` when it holds none).
+    """
 
     id: str
     object: str
     key: Key
     fields: dict[str, Hashable]
     raw: bytes
+    full: bytes
 
-    def decoded(self) -> dict:
-        """A fresh dict of the object (callers may change it freely)."""
-        return json.loads(self.raw)
+    def decoded(self, include: Collection[str] = ()) -> dict:
+        """A fresh dict of the object as served, plus those of its includable fields named in `include`."""
+        if self.full is self.raw:
+            return json.loads(self.raw)
+        includable = INCLUDABLE[self.object]
+        if includable.isdisjoint(include):
+            return json.loads(self.raw)
+        obj = json.loads(self.full)
+        for name in includable.difference(include):
+            obj.pop(name, None)
+        return obj
+
+    def stored_as(self, seq: int) -> "Record":
+        """This record with its place in the store's creation order."""
+        return Record(self.id, self.object, (self.key[0], seq, self.id), self.fields, self.raw, self.full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +217,21 @@ def well_shaped(obj: dict) -> dict:
     return filled
 
 
+def without_includable(obj: dict) -> dict:
+    """`obj` as Stripe serves it unasked: without its includable fields (`obj` itself if it has none)."""
+    hidden = INCLUDABLE.get(obj.get("object"), frozenset()).intersection(obj)
+    return {k: v for k, v in obj.items() if k not in hidden} if hidden else obj
+
+
+def _event_without_includable(event: dict) -> dict:
+    """An event whose `data.object` has no includable field: Stripe never sends one in an event."""
+    data = event.get("data")
+    inner = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(inner, dict) or (stripped := without_includable(inner)) is inner:
+        return event
+    return {**event, "data": {**data, "object": stripped}}
+
+
 def check_object(obj: object, position: int = 0) -> dict:
     """`obj` if it is a dict with non-empty string "id" and "object"; ValueError naming it by position."""
     if not isinstance(obj, dict):
@@ -196,15 +243,22 @@ def check_object(obj: object, position: int = 0) -> dict:
 
 
 def make_record(obj: object, position: int = 0) -> Record:
-    """Validate, complete and encode one Stripe object; ValueError names the bad one by `position`."""
+    """Validate, complete and encode one Stripe object; ValueError names the bad one by `position`.
+
+    Its key's seq is 0 until a `Store` stores it (`Record.stored_as`).
+    """
     full = well_shaped(check_object(obj, position))
     object_id, object_type = full["id"], full["object"]
+    if object_type == "event":  # what an event would never serve is not kept either
+        full = _event_without_includable(full)
+    served = without_includable(full)
     fields = {name: fn(full) for name, fn in FILTERS.get(object_type, {}).items()}
     try:
-        raw = encode(full)
+        encoded = encode(full)
+        raw = encoded if served is full else encode(served)
     except (TypeError, ValueError, RecursionError) as error:
         raise ValueError(f"object #{position} ({object_id}) is not JSON-serializable: {error}") from None
-    return Record(object_id, object_type, (_created(full), object_id), fields, raw)
+    return Record(object_id, object_type, (_created(full), 0, object_id), fields, raw, encoded)
 
 
 class _Table:
@@ -268,7 +322,7 @@ class Bounds:
         """The index range [lo, hi) of `keys` inside the window."""
         lo, hi = 0, len(keys)
         if self.created_gte is not None:
-            lo = bisect.bisect_left(keys, (self.created_gte,))  # (c,) sorts before every (c, id)
+            lo = bisect.bisect_left(keys, (self.created_gte,))  # (c,) sorts before every (c, seq, id)
         if self.created_lte is not None:
             hi = bisect.bisect_left(keys, (self.created_lte + 1,))
         if self.ending_before is not None:
@@ -292,6 +346,7 @@ class Store:
         self._records: dict[str, Record] = {}
         self._tables = {object_type: _Table(FILTERS[object_type]) for object_type in LIST_RESOURCES.values()}
         self._account_id: str | None = None
+        self._last_seq = 0  # the seq given to the id stored last (Key)
         default = shapes.example("account", id=DEFAULT_ACCOUNT_ID)
         del default["external_accounts"]  # refilled by well_shaped with this account's own url
         self._default_account = make_record(default)
@@ -301,7 +356,11 @@ class Store:
         return len(self._records)
 
     def upsert(self, objects: Iterable[dict]) -> int:
-        """Insert or replace objects by id; all are validated before any is stored. Returns the count."""
+        """Insert or replace objects by id; all are validated before any is stored. Returns the count.
+
+        New ids are stored in the order given, so of those created in the same second the last is listed
+        first; a replaced object keeps its place in that order.
+        """
         records = [make_record(obj, i) for i, obj in enumerate(objects)]
         with self._lock:
             changed: dict[str, int] = {}
@@ -322,8 +381,13 @@ class Store:
     def _replace(self, record: Record, rebuilding: set[str]) -> None:
         """Store `record`, keeping the indexes of tables not about to be rebuilt up to date."""
         old = self._records.get(record.id)
-        if old is not None and old.object in self._tables and old.object not in rebuilding:
-            self._tables[old.object].remove(old)
+        if old is not None:
+            record = record.stored_as(old.key[1])
+            if old.object in self._tables and old.object not in rebuilding:
+                self._tables[old.object].remove(old)
+        else:
+            self._last_seq += 1
+            record = record.stored_as(self._last_seq)
         self._records[record.id] = record
         if record.object == "account":
             self._account_id = record.id
@@ -369,7 +433,7 @@ class Store:
             merged = walks[0] if len(walks) == 1 else heapq.merge(*walks, reverse=not backwards)
             found: list[Record] = []
             for key in merged:
-                record = self._records[key[1]]
+                record = self._records[key[2]]
                 if all(c.matches(record.fields[c.field]) for c in checks):
                     found.append(record)
                     if len(found) > limit:
@@ -391,10 +455,16 @@ class Store:
         return sources, [f for f in filters if f is not driver]
 
     def expanded(self, record: Record, paths: list[list[str]]) -> bytes:
-        """The object's JSON with each path expanded (ids replaced by the stored objects they name)."""
+        """The object's JSON with each path expanded (ids replaced by the stored objects they name).
+
+        A path naming an includable field (`payments` of an invoice) includes it, as stored.
+        """
         if not paths:
             return record.raw
-        obj = record.decoded()
+        includable = INCLUDABLE.get(record.object)
+        if includable and all(len(p) == 1 for p in paths) and {p[0] for p in paths} == includable:
+            return record.full  # the sync's `expand[]=data.payments`: no decoding, no re-encoding
+        obj = record.decoded(include={p[0] for p in paths})
         for path in paths:
             obj = self._expand(obj, path)
         return encode(obj)
@@ -410,7 +480,7 @@ class Store:
             return value
         child = value[field]
         if isinstance(child, str) and (found := self.get(child)) is not None:
-            child = found.decoded()
+            child = found.decoded(include=rest[:1])
         elif isinstance(child, list):
             child = [self._resolve(item) for item in child]
         result = dict(value)
