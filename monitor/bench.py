@@ -544,6 +544,7 @@ def synthetic_frames(n: int, now: int) -> tuple[pd.DataFrame, pd.DataFrame]:
             "period_end": _utc_seconds(created + 30 * DAY).where(invoice),
             "event_id": _ids("evt_", k),
             "livemode": np.zeros(n, dtype=bool),
+            "zero_reason": pd.Series([None] * n, dtype="str"),
         }
     )
     for c in ("stripe_subscription_status", "dispute_status", "billing_reason"):

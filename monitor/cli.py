@@ -36,10 +36,22 @@ def _progress_printer(stream):
 
 def cmd_sync(args, cfg) -> int:
     from monitor import pipeline, store
+    from monitor.sync import SyncIncomplete
 
     engine = store.open_store(cfg.monitor_database_url)
     progress = _progress_printer(sys.stderr)
-    result = pipeline.run_sync(cfg, engine, full=args.full, progress=progress)
+    try:
+        result = pipeline.run_sync(cfg, engine, full=args.full, progress=progress)
+    except SyncIncomplete as e:  # what did come in, then one line per resource that did not
+        _print_synced(cfg, e.result, progress)
+        for name, error in e.failed.items():
+            print(f"  FAILED {name}: {cfg.mask(str(error))}", file=sys.stderr)
+        raise
+    _print_synced(cfg, result, progress)
+    return 0
+
+
+def _print_synced(cfg, result, progress) -> None:
     if progress:
         sys.stderr.write("\r\033[K")
     parts = ", ".join(f"{name} {n:,}" for name, n in result.objects.items())
@@ -47,7 +59,6 @@ def cmd_sync(args, cfg) -> int:
     print(
         f"synced {result.total:,} objects in {result.requests:,} requests, {result.seconds:.1f} s{mode}: {parts}"
     )
-    return 0
 
 
 def cmd_reconcile(args, cfg) -> int:
@@ -66,6 +77,8 @@ def cmd_reconcile(args, cfg) -> int:
         f"{s['payments']:,} payments, {s['matched']:,} matched, parity {s['parity_pct']}%, "
         f"{len(report.findings):,} findings; paid without access: {risk}"
     )
+    for line in _snapshot_lines(s.get("snapshot") or {}):
+        print(f"  {cfg.mask(line)}")
     for f in report.findings:
         what = f["payment_id"] or ", ".join(f"row {i}" for i in f["subscription_ids"]) or ""
         print(
@@ -75,6 +88,20 @@ def cmd_reconcile(args, cfg) -> int:
         if f.get("hint"):
             print(f"           {f['hint']}")
     return 0
+
+
+def _snapshot_lines(snap: dict) -> list[str]:
+    """What an incomplete snapshot lacks and what was therefore not judged, a line each."""
+    lines = []
+    for gap in snap.get("missing") or []:
+        lines.append(
+            f"INCOMPLETE: {gap['resource']} never synced completely: {gap.get('error') or 'not synced yet'}"
+        )
+    for gap in snap.get("failing") or []:
+        lines.append(f"STALE: {gap['resource']} failed in its latest sync: {gap.get('error')}")
+    for kind, why in (snap.get("held_back_reasons") or {}).items():
+        lines.append(f"NOT JUDGED: {kind}: {why}")
+    return lines
 
 
 def cmd_check(args, cfg) -> int:
@@ -190,6 +217,7 @@ def cmd_emulator(args, _cfg) -> int:
             latency_ms=args.latency_ms,
             rate_limit=args.rate_limit,
             error_rate=args.error_rate,
+            deny=args.deny,
         )
     except ValueError as e:
         raise config_module.ConfigError(f"emulator: {e}") from None
@@ -268,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit", type=_number(0, above=True), default=None, help="requests/s before 429")
     p.add_argument(
         "--error-rate", type=_number(0, 1), default=0.0, help="share of requests answered 500 (0-1)"
+    )
+    p.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="answer GET on PATH (e.g. /v1/checkout/sessions) and its objects 403, as for a restricted key "
+        "without that permission (repeatable)",
     )
     p.set_defaults(func=cmd_emulator, needs_config=False)
     return parser

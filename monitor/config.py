@@ -66,6 +66,12 @@ SETTINGS: tuple[Setting, ...] = (
         "`channels=redis://localhost:6379/0`",
     ),
     Setting(
+        "PAYMENT_SCOPE",
+        "`all`: every payment needs a subscription row; `subscriptions`: only subscription-mode Checkout "
+        "Sessions and subscription invoices do (one-off purchases are not judged)",
+        "`all`",
+    ),
+    Setting(
         "GRACE_MINUTES",
         "how long a paid payment may lack its subscription, or an event its delivery, before it is a finding",
         "`10`",
@@ -130,6 +136,7 @@ class Config:
     webhook_secret: str | None
     redis_urls: dict[str, str]
     grace_minutes: int
+    payment_scope: str = "all"
     sync_interval: int = 300
     probe_interval: int = 30
     retention_days: int = 90
@@ -217,6 +224,16 @@ def _parse_int(raw: Mapping[str, str], name: str, default: int, minimum: int, ma
     if not re.fullmatch(r"\d+", value) or not minimum <= int(value) <= maximum:
         raise _bad(name, value, f"a whole number from {minimum} to {maximum}")
     return int(value)
+
+
+def _parse_choice(raw: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (case-insensitive); the first is the default."""
+    value = _nonempty(raw, name)
+    if value is None:
+        return choices[0]
+    if value.lower() not in choices:
+        raise _bad(name, value, " or ".join(choices))
+    return value.lower()
 
 
 def _parse_http_url(raw: Mapping[str, str], name: str, default: str | None) -> str | None:
@@ -376,6 +393,7 @@ def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None
         webhook_secret=webhook_secret,
         redis_urls=redis,
         grace_minutes=_parse_int(raw, "GRACE_MINUTES", 10, 0, 7 * 24 * 60),
+        payment_scope=_parse_choice(raw, "PAYMENT_SCOPE", ("all", "subscriptions")),
         sync_interval=_parse_int(raw, "SYNC_INTERVAL", 300, 1, 24 * 3600),
         probe_interval=_parse_int(raw, "PROBE_INTERVAL", 30, 1, 3600),
         retention_days=_parse_int(raw, "RETENTION_DAYS", 90, 1, 3650),

@@ -17,16 +17,32 @@ class BadInput(MonitorError):
 
 
 class StripeError(MonitorError):
-    """Talking to Stripe failed."""
+    """Talking to Stripe failed. `http_status` is Stripe's answer (None when none came) and `code` its
+    error code (`resource_missing`, `rate_limit`, …) when it gave one, so callers read the structure,
+    never the text."""
 
     #: True when trying again later may succeed (network, 5xx, 429); False for a rejected key or request.
     transient = True
+
+    def __init__(self, message: str, *, http_status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.code = code
 
 
 class StripeAuthError(StripeError):
     """Stripe rejected the API key (401) or its permissions (403)."""
 
     transient = False
+
+
+class StripePermissionError(StripeAuthError):
+    """Stripe refused one request (403): a restricted key without the permission it needs. `permission`
+    names it as the Dashboard does (e.g. "Checkout Sessions: read"); other requests may still succeed."""
+
+    def __init__(self, message: str, *, permission: str, http_status: int | None = 403, code=None):
+        super().__init__(message, http_status=http_status, code=code)
+        self.permission = permission
 
 
 class StripeRequestError(StripeError):

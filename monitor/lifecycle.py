@@ -32,16 +32,23 @@ def iso(value: datetime | None) -> str | None:
 
 
 def apply_findings(
-    conn: Connection, findings: Iterable[Finding], *, kinds: Collection[str], now: datetime
+    conn: Connection,
+    findings: Iterable[Finding],
+    *,
+    kinds: Collection[str],
+    now: datetime,
+    keep: Collection[str] = (),
 ) -> dict:
     """Record one run's findings of `kinds`: open new ones, touch known ones, reopen resolved ones that are
-    back, and resolve open ones of these kinds that the run no longer detected."""
+    back, and resolve open ones of these kinds that the run no longer detected, except those whose id is
+    in `keep` (not judged this run: the snapshot could not support them)."""
     found = {f.id: f for f in findings}
     t = FindingRow.__table__
     existing = dict(conn.execute(select(t.c.id, t.c.status).where(t.c.kind.in_(list(kinds)))).all())
     new = [f for i, f in found.items() if i not in existing]
     seen = [f for i, f in found.items() if i in existing]
-    gone = [i for i, status in existing.items() if status != RESOLVED and i not in found]
+    keep = set(keep)
+    gone = [i for i, status in existing.items() if status != RESOLVED and i not in found and i not in keep]
     reopened = [f.id for f in seen if existing[f.id] == RESOLVED]
 
     if new:

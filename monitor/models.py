@@ -1,9 +1,10 @@
 """The monitor's own store: SQLAlchemy 2 models. The schema itself is managed by Alembic (monitor/migrations).
 
 Stripe objects are kept one table per type, with the columns reconciliation needs plus the raw JSON as
-the API returned it. `snapshot_at` (unix seconds) says how fresh a row's copy is: a list fetch stamps the
-fetch time, an event's `data.object` stamps the event's time, and an upsert never replaces a fresher copy
-with an older one. What counts as a payment is the `payment_sources` view over sessions, invoices and
+the API returned it. `(snapshot_at, snapshot_seq)` says how fresh a row's copy is: a list fetch stamps the
+fetch time (unix seconds) with seq 0; an event's `data.object` stamps the event's time with a seq that puts
+events of one second in Stripe's own order (monitor.stripe_rows.EVENT_SEQ_TOP), and an upsert never
+replaces a fresher copy with an older one. What counts as a payment is the `payment_sources` view over sessions, invoices and
 payment intents (DESIGN.md "What counts as a payment"); the `payments` table is that view materialised
 with each payment's refunds, dispute, Stripe subscription status and event (monitor/payment_table.py).
 """
@@ -71,6 +72,7 @@ class _StripeObject:
     created: Mapped[int] = mapped_column(BigInteger, index=True)
     livemode: Mapped[bool] = mapped_column(Boolean, default=False)
     snapshot_at: Mapped[int] = mapped_column(BigInteger)
+    snapshot_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     raw: Mapped[str] = mapped_column(Text)
 
 
@@ -80,6 +82,7 @@ class CheckoutSession(_StripeObject, Base):
     payment_status: Mapped[str | None] = mapped_column(String(32))
     mode: Mapped[str | None] = mapped_column(String(32))
     amount_total: Mapped[int | None] = mapped_column(BigInteger)
+    amount_subtotal: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(16))
     customer_id: Mapped[str | None] = _ref()
     customer_email: Mapped[str | None] = mapped_column(Text)
@@ -101,11 +104,28 @@ class Invoice(_StripeObject, Base):
     subscription_id: Mapped[str | None] = _ref()
     payment_intent_id: Mapped[str | None] = _ref()
     amount_paid: Mapped[int | None] = mapped_column(BigInteger)
+    subtotal: Mapped[int | None] = mapped_column(BigInteger)
+    total: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(16))
     billing_reason: Mapped[str | None] = mapped_column(String(64))
     line_period_end: Mapped[int | None] = mapped_column(BigInteger)
     paid_at: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (Index(None, "payment_intent_id"), Index(None, "subscription_id"))
+
+
+class InvoicePayment(_StripeObject, Base):
+    """One payment attempt of an invoice (`invoice.payments`, API 2025-03-31 and later): from an invoices
+    page fetched with `expand[]=data.payments`, from `invoice_payment.*` events, or made from an older
+    invoice's top-level `payment_intent`. Kept apart from the invoice, so an event's copy of the invoice,
+    which never carries `payments`, cannot take them away."""
+
+    __tablename__ = "stripe_invoice_payments"
+    invoice_id: Mapped[str | None] = _ref()
+    payment_intent_id: Mapped[str | None] = _ref()
+    status: Mapped[str | None] = mapped_column(String(32))
+    amount_paid: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    __table_args__ = (Index(None, "invoice_id"), Index(None, "payment_intent_id"))
 
 
 class PaymentIntent(_StripeObject, Base):
@@ -199,6 +219,7 @@ class PaymentRow(Base):
     period_end: Mapped[int | None] = mapped_column(BigInteger)
     event_id: Mapped[str | None] = _ref()
     livemode: Mapped[bool | None] = mapped_column(Boolean)
+    zero_reason: Mapped[str | None] = mapped_column(String(16))  # trial | discount, for a payment of 0
     __table_args__ = (
         Index(None, "payment_intent_id"),
         Index(None, "customer_id"),
@@ -219,6 +240,10 @@ class SyncWindow(Base):
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     window_end: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     starting_after: Mapped[str | None] = _ref()
+    # Events only: the `created` of the last event saved and how many events of that second came before
+    # it in the listing, so the next page goes on counting Stripe's order within the second.
+    tie_created: Mapped[int | None] = mapped_column(BigInteger)
+    tie_rank: Mapped[int | None] = mapped_column(Integer)
     done: Mapped[bool] = mapped_column(Boolean, default=False)
     pages: Mapped[int] = mapped_column(Integer, default=0)
     objects: Mapped[int] = mapped_column(Integer, default=0)
@@ -232,6 +257,28 @@ class SyncState(Base):
     resource: Mapped[str] = mapped_column(String(64), primary_key=True)
     synced_until: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SyncResource(Base):
+    """Per resource (the lists, `webhook_endpoints`, `undelivered_events`): how its last sync went.
+    `ok_at` is when it last came in whole; `failed_at`/`error` describe its latest failure, cleared when
+    it comes in again. A resource with no `ok_at` (and, for a list, no SyncState) has never synced."""
+
+    __tablename__ = "sync_resources"
+    resource: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    permission: Mapped[str | None] = mapped_column(String(128))  # what a restricted key lacks (403)
+
+
+class StoreMeta(Base):
+    """Facts about the store itself: the Stripe account and mode its snapshot was filled from."""
+
+    __tablename__ = "store_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class FindingRow(Base):
@@ -280,6 +327,7 @@ class JobRun(Base):
 STRIPE_TABLES = {
     "checkout.session": CheckoutSession,
     "invoice": Invoice,
+    "invoice_payment": InvoicePayment,
     "payment_intent": PaymentIntent,
     "charge": Charge,
     "refund": Refund,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from monitor.stripe_rows import invoice_payment_intent, invoice_subscription, ref
+from monitor.stripe_rows import invoice_payment_intents, invoice_subscription, ref
 from monitor.stripe_source import StripeSource
 
 PREFIXES = {"cs_": "checkout_session", "in_": "invoice", "pi_": "payment_intent"}
@@ -24,6 +24,9 @@ class PaymentState:
     email: str | None = None
     checkout_session_id: str | None = None
     payment_intent_id: str | None = None
+    # Every PaymentIntent of the payment (an invoice may be paid by several); refunds and disputes of
+    # any of them count.
+    payment_intent_ids: list[str] = field(default_factory=list)
     invoice_id: str | None = None
     stripe_subscription_id: str | None = None
     amount_refunded: int = 0
@@ -54,18 +57,24 @@ def fetch_payment_state(source: StripeSource, payment_id: str) -> PaymentState:
         state = _intent(source.retrieve("payment_intent", payment_id))
     else:
         raise ValueError(f"{payment_id!r} is not a Checkout Session, invoice or PaymentIntent id")
-    if state.payment_intent_id:
-        _add_refunds_and_disputes(source, state)
+    if state.payment_intent_id and state.payment_intent_id not in state.payment_intent_ids:
+        state.payment_intent_ids.insert(0, state.payment_intent_id)
+    for intent in state.payment_intent_ids:
+        _add_refunds_and_disputes(source, state, intent)
     if not state.email and state.customer_id:
         state.email = source.retrieve("customer", state.customer_id).get("email")
     return state
 
 
 def _session(source: StripeSource, s: dict) -> PaymentState:
+    # A subscription-mode session that needs no payment (a trial, a 100 %-off start) is a payment of 0.
+    paid = s.get("payment_status") == "paid" or (
+        s.get("payment_status") == "no_payment_required" and s.get("mode") == "subscription"
+    )
     state = PaymentState(
         payment_id=s["id"],
         kind="checkout_session",
-        paid=s.get("status") == "complete" and s.get("payment_status") == "paid",
+        paid=s.get("status") == "complete" and paid,
         status=f"{s.get('status')}/{s.get('payment_status')}",
         amount=s.get("amount_total"),
         currency=(s.get("currency") or "").lower() or None,
@@ -77,9 +86,10 @@ def _session(source: StripeSource, s: dict) -> PaymentState:
         stripe_subscription_id=ref(s.get("subscription")),
         livemode=bool(s.get("livemode")),
     )
-    if not state.payment_intent_id and state.invoice_id:
+    if state.invoice_id:
         invoice = source.get(f"/v1/invoices/{state.invoice_id}", expand=["payments"])
-        state.payment_intent_id = invoice_payment_intent(invoice)
+        state.payment_intent_ids = invoice_payment_intents(invoice)
+        state.payment_intent_id = state.payment_intent_id or next(iter(state.payment_intent_ids), None)
     return state
 
 
@@ -94,7 +104,8 @@ def _invoice(i: dict) -> PaymentState:
         customer_id=ref(i.get("customer")),
         email=i.get("customer_email"),
         invoice_id=i["id"],
-        payment_intent_id=invoice_payment_intent(i),
+        payment_intent_id=next(iter(invoice_payment_intents(i)), None),
+        payment_intent_ids=invoice_payment_intents(i),
         stripe_subscription_id=invoice_subscription(i),
         livemode=bool(i.get("livemode")),
     )
@@ -115,10 +126,11 @@ def _intent(p: dict) -> PaymentState:
     )
 
 
-def _add_refunds_and_disputes(source: StripeSource, state: PaymentState) -> None:
-    charges = source.get("/v1/charges", payment_intent=state.payment_intent_id, limit=100).get("data") or []
-    refunds = source.get("/v1/refunds", payment_intent=state.payment_intent_id, limit=100).get("data") or []
+def _add_refunds_and_disputes(source: StripeSource, state: PaymentState, intent: str) -> None:
+    """Add what was refunded of, and the disputes of, one of the payment's PaymentIntents."""
+    charges = source.get("/v1/charges", payment_intent=intent, limit=100).get("data") or []
+    refunds = source.get("/v1/refunds", payment_intent=intent, limit=100).get("data") or []
     refunded = sum(r.get("amount") or 0 for r in refunds if r.get("status") in ("succeeded", "pending"))
-    state.amount_refunded = max(refunded, sum(c.get("amount_refunded") or 0 for c in charges))
-    disputes = source.get("/v1/disputes", payment_intent=state.payment_intent_id, limit=100).get("data") or []
-    state.disputes = [d.get("status") or "unknown" for d in disputes]
+    state.amount_refunded += max(refunded, sum(c.get("amount_refunded") or 0 for c in charges))
+    disputes = source.get("/v1/disputes", payment_intent=intent, limit=100).get("data") or []
+    state.disputes += [d.get("status") or "unknown" for d in disputes]

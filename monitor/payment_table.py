@@ -2,11 +2,12 @@
 to date as objects are saved, so reading every payment is one pass over a narrow table.
 
 What counts as a payment is the store's `payment_sources` view (DESIGN.md "What counts as a payment": a
-complete and paid Checkout Session; a paid invoice no session names; a succeeded PaymentIntent that belongs
-to neither; defined in migrations 0001 and 0005).
+complete Checkout Session that is paid or, in subscription mode, needs no payment; a paid invoice no session
+names; a succeeded PaymentIntent that belongs to neither; defined in migration 0006).
 Each payment's row adds what other objects say about it:
 - amount_refunded: the larger of its refunds (succeeded or pending; a refund belongs to its own
-  payment_intent, else to its charge's) and its charges' own `amount_refunded`; 0 without a PaymentIntent;
+  payment_intent, else to its charge's) and its charges' own `amount_refunded`, over every PaymentIntent of
+  the payment (an invoice may be paid by several: `stripe_invoice_payments`); 0 without a PaymentIntent;
 - dispute_status: the status of its latest dispute (by created, then id), found the same way as refunds;
 - stripe_subscription_status: the stored Stripe subscription's status;
 - event_id: the event announcing it, by PAYMENT_EVENT_TYPES' order of preference, then the earliest.
@@ -28,10 +29,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from monitor.reconcile import PAYMENT_COLUMNS
 
-# Events that announce a payment, in order of preference for a payment's `event_id`.
+# Events that announce a payment, in order of preference for a payment's `event_id`. A session paid by an
+# async method (ACH, SEPA, …) completes unpaid; the event whose copy says paid is the async one.
 PAYMENT_EVENT_TYPES = (
-    "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
+    "checkout.session.completed",
     "invoice.paid",
     "invoice.payment_succeeded",
     "payment_intent.succeeded",
@@ -44,20 +46,23 @@ def _quoted(values: Iterable[str]) -> str:
 
 
 _PI = "v.payment_intent_id"
-_OF_PI_CHARGES = f"(SELECT ch.id FROM stripe_charges ch WHERE ch.payment_intent_id = {_PI})"
+# Every PaymentIntent of the payment: its own, and those of its invoice.
+_PIS = f"""(SELECT {_PI} UNION SELECT ip.payment_intent_id FROM stripe_invoice_payments ip
+      WHERE ip.invoice_id = v.invoice_id AND ip.payment_intent_id IS NOT NULL)"""
+_OF_PI_CHARGES = f"(SELECT ch.id FROM stripe_charges ch WHERE ch.payment_intent_id IN {_PIS})"
 _REFUNDED = f"""COALESCE((SELECT SUM(r.amount) FROM stripe_refunds r
-      WHERE r.payment_intent_id = {_PI} AND r.status IN ({_quoted(REFUND_STATUSES)})), 0)
+      WHERE r.payment_intent_id IN {_PIS} AND r.status IN ({_quoted(REFUND_STATUSES)})), 0)
     + COALESCE((SELECT SUM(r.amount) FROM stripe_refunds r
       WHERE r.charge_id IN {_OF_PI_CHARGES} AND COALESCE(r.payment_intent_id, '') = ''
         AND r.status IN ({_quoted(REFUND_STATUSES)})), 0)"""
 _CHARGE_REFUNDED = (
-    f"COALESCE((SELECT SUM(ch.amount_refunded) FROM stripe_charges ch WHERE ch.payment_intent_id = {_PI} "
+    f"COALESCE((SELECT SUM(ch.amount_refunded) FROM stripe_charges ch WHERE ch.payment_intent_id IN {_PIS} "
     "AND ch.amount_refunded > 0), 0)"
 )
 # Each lookup goes through an index: by payment_intent_id, or by charge ids found by payment_intent_id
 # (`COALESCE(.., '') = ''` rather than `IS NULL`, so SQLite does not walk every refund without an intent).
 _DISPUTE = f"""(SELECT d.status FROM (
-      SELECT d.status, d.created, d.id FROM stripe_disputes d WHERE d.payment_intent_id = {_PI}
+      SELECT d.status, d.created, d.id FROM stripe_disputes d WHERE d.payment_intent_id IN {_PIS}
       UNION ALL
       SELECT d.status, d.created, d.id FROM stripe_disputes d
       WHERE d.charge_id IN {_OF_PI_CHARGES} AND COALESCE(d.payment_intent_id, '') = ''
@@ -77,7 +82,8 @@ SELECT v.payment_id, v.source, v.checkout_session_id, v.payment_intent_id, v.inv
   {_DISPUTE},
   v.billing_reason, v.period_end,
   {_EVENT},
-  v.livemode
+  v.livemode,
+  v.zero_reason
 FROM payment_sources v"""
 _INSERT = f"INSERT INTO payments ({', '.join(PAYMENT_COLUMNS)})"  # the columns in _SELECT's order
 _REFRESH = f"{_INSERT} {_SELECT} WHERE v.payment_id {{ids}}"
@@ -143,7 +149,9 @@ def affected_payments(conn: Connection, saved: Mapping[str, Iterable[Mapping]]) 
     invoices = [i["id"] for i in rows.get("invoice", ())]
     for i in rows.get("invoice", ()):
         ids.update(_present(i["id"], i["payment_intent_id"]))
-    ids.update(_lookup(conn, "SELECT id FROM stripe_checkout_sessions WHERE invoice_id {ids}", invoices))
+    for ip in rows.get("invoice_payment", ()):
+        invoices += _present(ip["invoice_id"])
+        ids.update(_present(ip["invoice_id"], ip["payment_intent_id"]))
     for p in rows.get("payment_intent", ()):
         ids.add(p["id"])
         intents.add(p["id"])
@@ -160,6 +168,14 @@ def affected_payments(conn: Connection, saved: Mapping[str, Iterable[Mapping]]) 
                 charges,
             )
         )
+    # An intent may be any one of an invoice's payments, not only the one the payment row names.
+    invoices += _lookup(
+        conn,
+        "SELECT invoice_id FROM stripe_invoice_payments WHERE payment_intent_id {ids} AND invoice_id IS NOT NULL",
+        intents,
+    )
+    ids.update(invoices)
+    ids.update(_lookup(conn, "SELECT id FROM stripe_checkout_sessions WHERE invoice_id {ids}", invoices))
     ids.update(_lookup(conn, "SELECT payment_id FROM payments WHERE payment_intent_id {ids}", intents))
     customers = [c["id"] for c in rows.get("customer", ())]
     ids.update(_lookup(conn, "SELECT payment_id FROM payments WHERE customer_id {ids}", customers))

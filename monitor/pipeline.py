@@ -22,17 +22,18 @@ from sqlalchemy import Engine
 
 from monitor import lifecycle, snapshot, store
 from monitor.app_db import AppDatabase, load_mapping
+from monitor.completeness import snapshot_json, whole_kinds_held_back
 from monitor.config import Config
 from monitor.db import warm_bulk_reader
-from monitor.errors import MonitorError
-from monitor.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, severity_of
+from monitor.errors import BadInput, MonitorError, StripeAuthError, StripeError
+from monitor.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, finding_id, severity_of
 from monitor.models import now_utc
 from monitor.outages import outage_windows
 from monitor.ratelimit import RateLimiter
 from monitor.reconcile import reconcile
 from monitor.root_cause import explain
 from monitor.stripe_source import StripeSource
-from monitor.sync import Progress, SyncResult, sync
+from monitor.sync import Progress, SyncIncomplete, SyncResult, sync
 from monitor.webhook_health import audit_endpoints, webhook_findings
 
 # Job names the scheduler process records; their runs are its heartbeat.
@@ -109,14 +110,78 @@ def open_app_database(config: Config) -> AppDatabase:
 # --- sync and reconcile -----------------------------------------------------------------------
 
 
+class AccountMismatch(BadInput):
+    """The store was filled from another Stripe account or mode than the one configured."""
+
+
 def run_sync(
     config: Config, engine: Engine, *, full: bool = False, progress: Progress | None = None
 ) -> SyncResult:
+    """Sync the store from Stripe (see monitor.sync). Raises AccountMismatch before anything is fetched
+    when the key is for another account or mode than the store's (unless `full`, which starts the store
+    anew for it), and SyncIncomplete, after recording the run, when some resources failed."""
     with store.RunRecorder(engine, "sync") as run, stripe_source(config) as source:
-        result = sync(engine, source, full=full, progress=progress)
-        run.counts = {"objects": result.objects, "requests": result.requests, "pages": result.pages}
+        claim_account(engine, source, livemode=bool(config.livemode), full=full)
+        try:
+            result = sync(engine, source, full=full, progress=progress)
+        except SyncIncomplete as e:
+            run.counts = _sync_counts(e.result)
+            raise
+        run.counts = _sync_counts(result)
     ensure_demo_history(config, engine)
     return result
+
+
+def _sync_counts(result: SyncResult) -> dict:
+    return {"objects": result.objects, "requests": result.requests, "pages": result.pages}
+
+
+def _mode(livemode: bool | None) -> str:
+    return "live mode" if livemode else "test mode"
+
+
+def claim_account(engine: Engine, source: StripeSource, *, livemode: bool, full: bool) -> None:
+    """Make sure the store holds (or will hold) only the account and mode `source` reaches: the store
+    remembers both when first filled and refuses another (AccountMismatch, exit 2), unless `full`: then
+    it forgets its snapshot and is filled anew. An account Stripe will not name (GET /v1/account refused)
+    is checked by mode only."""
+    try:
+        account_id = source.account().get("id")
+    except StripeAuthError as e:
+        if e.http_status == 401:
+            raise
+        account_id = None  # a restricted key without the Account permission: the mode still tells
+    except StripeError:
+        account_id = None
+    with engine.begin() as conn:
+        stored_id, stored_live = store.stored_account(conn)
+        other_account = stored_id is not None and account_id is not None and stored_id != account_id
+        other_mode = stored_live is not None and stored_live != livemode
+        if other_account or other_mode:
+            was = f"{stored_id or 'an unnamed account'} ({_mode(stored_live)})"
+            now = f"{account_id or 'an unnamed account'} ({_mode(livemode)})"
+            if not full:
+                raise AccountMismatch(
+                    f"this store was filled from Stripe account {was}, but the key is for {now}: point "
+                    "MONITOR_DATABASE_URL at a store of its own, or run `python -m monitor sync --full` to "
+                    f"empty this one and fill it from {now}"
+                )
+            store.forget_snapshot(conn)
+        store.remember_account(conn, account_id, livemode)
+
+
+def check_mode(config: Config, engine: Engine) -> None:
+    """AccountMismatch when the store was filled in the other mode than the configured key's (reconcile
+    and the pages cannot ask Stripe for the account, but the key says its mode)."""
+    with engine.connect() as conn:
+        stored_id, stored_live = store.stored_account(conn)
+    livemode = bool(config.livemode)
+    if stored_live is not None and stored_live != livemode:
+        raise AccountMismatch(
+            f"this store was filled from Stripe account {stored_id or 'an unnamed account'} in "
+            f"{_mode(stored_live)}, but the key is a {_mode(livemode)} key: point MONITOR_DATABASE_URL at a "
+            "store of its own, or run `python -m monitor sync --full` to fill this one anew"
+        )
 
 
 @dataclass
@@ -151,6 +216,7 @@ def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None
 
 def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) -> Report:
     ensure_demo_history(config, engine)
+    check_mode(config, engine)
     grace = timedelta(minutes=config.grace_minutes)
     with store.RunRecorder(engine, "reconcile") as run:
         payments, subscriptions = read_both_sides(engine, app)
@@ -165,9 +231,21 @@ def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) 
                 )
             endpoints = snapshot.read_endpoints(conn)
             history = store.probe_history(conn, since=now - timedelta(days=HISTORY_DAYS))
+            state = snapshot.read_state(conn)
         result = reconcile(
-            payments, subscriptions, now=now, grace=grace, active_statuses=app.mapping.active_statuses
+            payments,
+            subscriptions,
+            now=now,
+            grace=grace,
+            active_statuses=app.mapping.active_statuses,
+            scope=config.payment_scope,
+            snapshot=state,
         )
+        # What the snapshot cannot support is not judged: whole kinds (a missing list they all need), and
+        # single findings reconcile held back. Their earlier findings stay as they were.
+        held = whole_kinds_held_back(state, PAYMENT_KINDS + WEBHOOK_KINDS)
+        judged = [k for k in PAYMENT_KINDS + WEBHOOK_KINDS if k not in held.reasons]
+        held.update(result.held_back)
         delivery = webhook_findings(
             events,
             webhook_log,
@@ -180,7 +258,7 @@ def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) 
             ok_statuses=app.mapping.ok_statuses,
         )
         findings = explain(
-            result.findings + delivery,
+            [f for f in result.findings + delivery if f.kind in judged],
             payments,
             events,
             webhook_log,
@@ -190,15 +268,17 @@ def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) 
         )
         with engine.begin() as conn:
             run.counts = lifecycle.apply_findings(
-                conn, findings, kinds=PAYMENT_KINDS + WEBHOOK_KINDS, now=now
+                conn, findings, kinds=judged, now=now, keep={finding_id(k) for k in held.keys}
             )
             current = lifecycle.current_findings(conn)
         # The summary of every run is kept, so parity can be charted over time.
         run.counts.update(
             {k: result.summary[k] for k in ("payments", "matched", "parity_pct", "amount_at_risk")}
         )
+        run.counts["held_back"] = held.reasons  # what the pages' banner says was not judged
     summary = dict(result.summary)
     summary["open_by_kind"] = open_by_kind(current)
+    summary["snapshot"] = snapshot_json(state, held, iso=lifecycle.iso)
     return Report(generated_at=now, summary=summary, findings=current)
 
 
@@ -287,6 +367,7 @@ def _store_state(config: Config, now: datetime) -> dict:
                 "findings": lifecycle.current_findings(conn),
                 "last_sync": store.last_successful_run(conn, ("sync", "jobs:sync")),
                 "endpoints": snapshot.read_endpoints(conn),
+                "snapshot": snapshot.read_state(conn),
             }
     except BaseException:
         engine.dispose()
@@ -327,6 +408,7 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
     components = probes.run_probes(config, deadline_s=CHECK_DEADLINE_S - 0.5, extra=extra)
     if state is not None:
         components = [with_endpoint_audit(c, config, state["endpoints"]) for c in components]
+        components = [with_sync_failures(c, state["snapshot"]) for c in components]
 
     findings: dict[str, int] = {}
     risk: dict[str, int] = {}
@@ -374,6 +456,19 @@ def with_endpoint_audit(result, config: Config, endpoints: list[dict]):
     if not audit.configured:
         return dataclasses.replace(result, detail=audit.summary)
     return result
+
+
+def with_sync_failures(result, state):
+    """The stripe_api component, degraded when the last sync of some resource failed (a restricted key
+    without a permission, a list Stripe keeps failing on): the probe's GET /v1/account may well succeed."""
+    if result.name != "stripe_api":
+        return result
+    failed = [g for g in (*state.missing, *state.failing) if g.error]
+    if not failed:
+        return result
+    said = "; ".join(f"sync of {g.resource} failed: {g.why()}" for g in failed)
+    status = result.status if result.status == "down" else "degraded"
+    return dataclasses.replace(result, status=status, detail=f"{result.detail}; {said}")
 
 
 def verdict(components: list, findings: dict[str, int], *, store_read: bool) -> str:

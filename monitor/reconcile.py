@@ -8,6 +8,18 @@ id, else a Stripe subscription id (missing and empty ids never match). Each (pay
 once, with its strongest key. A row that shares only the customer id or the e-mail (case-insensitive) is a
 weak candidate: it does not count as a match, it is only named in a `paid_without_subscription` hint.
 
+Before matching, a row that names a Checkout Session but no Stripe subscription takes the subscription of
+that session's payment, so the subscription's later invoices (renewals) match it too.
+
+Scope. With scope `subscriptions` (PAYMENT_SCOPE), only payments of a Stripe subscription (subscription-mode
+sessions, subscription invoices) need a row: paid_without_subscription and subscription_not_active judge
+only those, and the summary counts only those; one-off payments still match rows and are still judged by
+the kinds that compare a row with its payment.
+
+An incomplete snapshot (`snapshot`, monitor.completeness): findings that need a resource that has never
+synced completely are held back, not emitted (see monitor.completeness for which), and the
+Reconciliation's `held_back` says which kinds and why.
+
 Definitions.
 - settled: refunded in full (`amount_refunded > 0 and amount_refunded >= amount`) or dispute `lost`.
   *Interpretation*: a zero-amount payment (trial-start or 100 %-off invoice) is not "fully refunded".
@@ -50,12 +62,13 @@ case-insensitively; Stripe's own values are lower case already.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
+from monitor.completeness import ROW_LINKS, SETTLEMENT, SUBSCRIPTIONS, HeldBack, SnapshotState, reason
 from monitor.findings import PAYMENT_KINDS, Finding, amount_at_risk
 from monitor.money import format_money
 
@@ -78,6 +91,7 @@ PAYMENT_COLUMNS: tuple[str, ...] = (
     "period_end",
     "event_id",
     "livemode",
+    "zero_reason",
 )
 SUBSCRIPTION_COLUMNS: tuple[str, ...] = (
     "id",
@@ -101,6 +115,9 @@ ENDED_STRIPE_STATUSES = frozenset({"canceled", "incomplete_expired"})
 PERIOD_TOLERANCE = timedelta(days=1)
 # A hint names at most this many weak candidates; only named ones are spared active_without_payment.
 MAX_NAMED_CANDIDATES = 10
+SCOPES = ("all", "subscriptions")
+# How a payment of 0 is told in a hint (the payments' `zero_reason`).
+_ZERO_STARTS = {"trial": "started a trial", "discount": "started with 100 % off"}
 
 _TEXT_PAYMENT = (
     "payment_id",
@@ -116,6 +133,7 @@ _TEXT_PAYMENT = (
     "dispute_status",
     "billing_reason",
     "event_id",
+    "zero_reason",
 )
 _TEXT_ROW = (
     "email",
@@ -126,6 +144,8 @@ _TEXT_ROW = (
     "currency",
     "status",
 )
+# Columns a frame may leave out (all missing then): what a payment of 0 was.
+_OPTIONAL = ("zero_reason",)
 # Stripe writes these in lower case already; the app's currency and status may be in any case.
 _LOWERED = ("currency", "status")
 _STRONG_KEYS = ("checkout_session_id", "payment_intent_id", "stripe_subscription_id")
@@ -139,6 +159,7 @@ _NOT_LINKED = "no subscription row links to it by checkout session, payment inte
 class Reconciliation:
     findings: list[Finding]
     summary: dict  # payments, matched, parity_pct, open_by_kind {kind: n}, amount_at_risk {currency: minor}
+    held_back: HeldBack = field(default_factory=HeldBack)
 
 
 def empty_payments() -> pd.DataFrame:
@@ -176,8 +197,12 @@ def reconcile(
     now: datetime,
     grace: timedelta,
     active_statuses: Collection[str] = ("active", "trialing"),
+    scope: str = "all",
+    snapshot: SnapshotState | None = None,
 ) -> Reconciliation:
     """Compare payments with subscription rows; see the module docstring for the rules."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
     now_us = _micros(now)
     grace_us = grace // timedelta(microseconds=1)
     pay = _prepare(payments, PAYMENT_COLUMNS, _TEXT_PAYMENT, ("created", "period_end"), "payments")
@@ -188,7 +213,9 @@ def reconcile(
         ("created_at", "activated_at", "current_period_end"),
         "subscriptions",
     )
+    rows = _with_session_subscriptions(pay, rows)
     w = _World(pay, rows, now_us, grace_us, {s.strip().lower() for s in active_statuses})
+    w.limit(scope, snapshot or SnapshotState())
     unpaid, named = _paid_without_subscription(w)
     findings = (
         unpaid
@@ -201,7 +228,7 @@ def reconcile(
     order = {k: i for i, k in enumerate(PAYMENT_KINDS)}
     findings = list({f.key: f for f in reversed(findings)}.values())  # a payment id listed twice: once
     findings.sort(key=lambda f: (order[f.kind], f.key))
-    return Reconciliation(findings, _summary(w, findings))
+    return Reconciliation(findings, _summary(w, findings), w.held)
 
 
 # --- preparing the inputs ---------------------------------------------------------------------------------
@@ -214,12 +241,12 @@ def _prepare(
     times: Sequence[str],
     name: str,
 ) -> pd.DataFrame:
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in columns if c not in frame.columns and c not in _OPTIONAL]
     if missing:
         raise ValueError(f"{name} frame lacks columns {missing}; expected {list(columns)}")
     out = {}
     for c in columns:
-        s = frame[c].reset_index(drop=True)
+        s = frame[c].reset_index(drop=True) if c in frame.columns else pd.Series([None] * len(frame))
         if c in text:
             s = s.astype("str")
             s = s.mask(s == "")  # an empty id is no id; missing values stay missing
@@ -233,6 +260,27 @@ def _prepare(
             s = pd.to_numeric(s).fillna(0).astype("int64")
         out[c] = s
     return pd.DataFrame(out)
+
+
+def _with_session_subscriptions(pay: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows that name a Checkout Session but no Stripe subscription take the subscription of that
+    session's payment: an app that stores only the session id still owns the renewals."""
+    lacking = rows["stripe_subscription_id"].isna() & rows["checkout_session_id"].notna()
+    if not lacking.any():
+        return rows
+    known = pay.loc[pay["checkout_session_id"].notna() & pay["stripe_subscription_id"].notna()]
+    if known.empty:
+        return rows
+    of_session = pd.Series(
+        known["stripe_subscription_id"].to_numpy(), index=known["checkout_session_id"].to_numpy()
+    )
+    of_session = of_session[~of_session.index.duplicated()]
+    filled = rows["checkout_session_id"].where(lacking).map(of_session)
+    if not filled.notna().any():
+        return rows
+    rows = rows.copy()
+    rows["stripe_subscription_id"] = rows["stripe_subscription_id"].where(~lacking, filled)
+    return rows
 
 
 def _micros(t: datetime) -> int:
@@ -330,6 +378,41 @@ class _World:
         has_payment = latest_rank >= 0
         self.row_latest[has_payment] = self.order[latest_rank[has_payment]]
 
+    def limit(self, scope: str, snapshot: SnapshotState) -> None:
+        """What may be judged: the payments that need a row (`scope`), and, on an incomplete snapshot, the
+        payments and rows whose judgement would need a resource that never synced (monitor.completeness).
+        Each rule leaves out what these masks hold back and notes it in `held`."""
+        self.held = HeldBack()
+        self.snapshot = snapshot
+        pay, rows = self.pay, self.rows
+        self.needs_row = np.ones(self.n_pay, dtype=bool) if scope == "all" else self.pay_sub >= 0
+        missing = snapshot.missing_names
+        no = np.zeros(self.n_pay, dtype=bool)
+        self.hold_settle = pay["payment_intent_id"].notna().to_numpy() if missing & set(SETTLEMENT) else no
+        self.hold_status = (
+            (self.pay_sub >= 0) & pay["stripe_subscription_status"].isna().to_numpy()
+            if SUBSCRIPTIONS in missing
+            else no
+        )
+        unlinked = np.zeros(self.n_rows, dtype=bool)
+        for column, resource in ROW_LINKS.items():
+            if resource in missing:
+                unlinked |= rows[column].notna().to_numpy()
+        self.row_unlinked = unlinked & ~self.row_matched
+        unknown_sub = (self.row_sub >= 0) if SUBSCRIPTIONS in missing else np.zeros(self.n_rows, dtype=bool)
+        self.row_unknown = self.row_unlinked | (unknown_sub & ~self.row_matched)
+
+    def hold(self, kind: str, held: np.ndarray, resources, what: str) -> None:
+        """Note that `kind` was not judged for the `held` payments (or, for active_without_payment, rows)
+        if any, with the identity keys their findings would have had."""
+        if not held.any():
+            return
+        if kind == "active_without_payment":
+            keys = (f"{kind}:row:{i}" for i in self.rows["id"].to_numpy()[held].tolist())
+        else:
+            keys = (f"{kind}:{i}" for i in self.pay["payment_id"].to_numpy()[held].tolist())
+        self.held.add(kind, reason(self.snapshot, resources, f"{int(held.sum())} {what}"), keys)
+
     def _strong_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(payment, row, key) for every strongly matched pair, each pair once with its strongest key.
 
@@ -415,10 +498,25 @@ def _plain(v):
 
 def _paid_without_subscription(w: _World) -> tuple[list[Finding], set[int]]:
     """The findings, and the weak candidate rows their hints name."""
-    found = np.flatnonzero(w.due & ~w.settled & (w.n_matched == 0))
+    judged = w.due & ~w.settled & (w.n_matched == 0) & w.needs_row
+    w.hold("paid_without_subscription", judged & w.hold_settle, SETTLEMENT, "payments may be refunded")
+    found = np.flatnonzero(judged & ~w.hold_settle)
     if not len(found):
         return [], set()
     candidates = _weak_candidates(w, found)
+    unlinked = {p for p, rs in candidates.items() if any(w.row_unlinked[r] for r, _ in rs)}
+    if unlinked:  # a row of the same customer names an id that a missing list would have resolved
+        held = np.zeros(w.n_pay, dtype=bool)
+        held[list(unlinked)] = True
+        w.hold(
+            "paid_without_subscription",
+            held,
+            set(ROW_LINKS.values()),
+            "payments whose customer has a row naming ids not synced",
+        )
+        found = np.array([p for p in found.tolist() if p not in unlinked], dtype=np.int64)
+        if not len(found):
+            return [], set()
     pv = w.payment_values(found)
     rv = w.row_values(r for rs in candidates.values() for r, _ in rs)
     lv = w.payment_values(
@@ -469,7 +567,7 @@ def _weak_candidates(w: _World, found: np.ndarray) -> dict[int, list[tuple[int, 
 
 def _subscription_not_active(w: _World) -> list[Finding]:
     ended = w.pay["stripe_subscription_status"].isin(ENDED_STRIPE_STATUSES).to_numpy()
-    found = np.flatnonzero(
+    judged = (
         w.due
         & ~w.settled
         & (w.n_matched > 0)
@@ -477,7 +575,12 @@ def _subscription_not_active(w: _World) -> list[Finding]:
         & ~ended
         & (w.n_expired < w.n_matched)
         & (~w.only_by_sub | w.is_latest_of_sub)
+        & w.needs_row
     )
+    kind = "subscription_not_active"
+    w.hold(kind, judged & w.hold_settle, SETTLEMENT, "payments may be refunded")
+    w.hold(kind, judged & w.hold_status, (SUBSCRIPTIONS,), "payments whose Stripe subscription is not stored")
+    found = np.flatnonzero(judged & ~w.hold_settle & ~w.hold_status)
     if not len(found):
         return []
     matched = w.edges_of(found)
@@ -549,6 +652,8 @@ def _period_not_extended(w: _World) -> list[Finding]:
         & (period_end != _NAT)
         & w.is_latest_of_sub
     )
+    w.hold("period_not_extended", judged & w.hold_settle, SETTLEMENT, "invoices may be refunded")
+    judged &= ~w.hold_settle
     sel = judged[w.e_pay] & w.active[w.e_row]
     p, r = w.e_pay[sel], w.e_row[sel]
     cpe = w.rows["current_period_end"].to_numpy()[r]
@@ -621,7 +726,14 @@ def _active_without_payment(w: _World, spared: set[int]) -> list[Finding]:
     created = w.rows["created_at"].to_numpy()
     old = (created == _NAT) | (w.now - np.where(created == _NAT, w.now, created) > w.grace)
     trial = w.trialing | ((w.row_sub >= 0) & w.trial_sub[np.maximum(w.row_sub, 0)])
-    found = np.flatnonzero(w.active & ~w.row_matched & old & ~trial)
+    judged = w.active & ~w.row_matched & old & ~trial
+    w.hold(
+        "active_without_payment",
+        judged & w.row_unknown,
+        (*ROW_LINKS.values(), SUBSCRIPTIONS),
+        "rows naming ids not synced",
+    )
+    found = np.flatnonzero(judged & ~w.row_unknown)
     found = [r for r in found.tolist() if r not in spared]  # reported through a paid_without_subscription
     if not found:
         return []
@@ -640,16 +752,19 @@ def _active_without_payment(w: _World, spared: set[int]) -> list[Finding]:
 
 
 def _summary(w: _World, findings: list[Finding]) -> dict:
+    """Counts over the payments that need a row (all of them unless scope says otherwise)."""
     has_active = w.n_active > 0
-    matched = int(np.count_nonzero(np.where(w.settled, ~has_active, has_active)))
+    counted = w.needs_row
+    matched = int(np.count_nonzero(np.where(w.settled, ~has_active, has_active) & counted))
     open_by_kind: dict[str, int] = {}
     for f in findings:
         open_by_kind[f.kind] = open_by_kind.get(f.kind, 0) + 1
     at_risk = amount_at_risk({"kind": f.kind, "amount": f.amount, "currency": f.currency} for f in findings)
+    n_pay = int(np.count_nonzero(counted))
     return {
-        "payments": w.n_pay,
+        "payments": n_pay,
         "matched": matched,
-        "parity_pct": round(100 * matched / w.n_pay, 1) if w.n_pay else 100.0,
+        "parity_pct": round(100 * matched / n_pay, 1) if n_pay else 100.0,
         "open_by_kind": open_by_kind,
         "amount_at_risk": at_risk,
     }
@@ -708,6 +823,11 @@ def _email(rv: _Values, r: int) -> str:
 
 
 def _paid(pv: _Values, p: int) -> str:
+    """How a payment is told in a hint: "paid USD 149.00 on … (cs_…)", or for a payment of 0 what it was
+    ("started a trial on … (cs_…), nothing to pay")."""
+    start = _ZERO_STARTS.get(pv(p, "zero_reason")) if not pv(p, "amount") else None
+    if start:
+        return f"{start} on {_when(pv(p, 'created'))} ({pv(p, 'payment_id')}), nothing to pay"
     money = format_money(pv(p, "amount"), pv(p, "currency"))
     return f"paid {money} on {_when(pv(p, 'created'))} ({pv(p, 'payment_id')})"
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, delete, select
 from monitor import alerts, lifecycle, pipeline, store
 from monitor.config import Config
 from monitor.models import AlertDelivery, AlertSent, FindingRow, JobRun, ProbeResultRow
+from monitor.sync import SyncIncomplete
 
 SYNC_JOB, PROBE_JOB, RETENTION_JOB = pipeline.SCHEDULED_JOBS
 # Which process ran a job, kept in its counts: with several jobs processes (HA) the runs say who led.
@@ -23,10 +24,18 @@ PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def sync_job(config: Config, engine: Engine, now: datetime | None = None) -> pipeline.Report:
-    """Sync from Stripe, reconcile, then send the alerts that are due. Returns the reconcile report."""
+    """Sync from Stripe, reconcile, then send the alerts that are due. Returns the reconcile report.
+
+    A sync that brought in only some resources (SyncIncomplete: a permission missing, one list failing)
+    is still reconciled, on what the snapshot holds and saying what it lacks; the job then fails with the
+    sync's error, so the runs show it."""
     with store.RunRecorder(engine, SYNC_JOB) as run:
         run.counts = {"process": PROCESS}
-        result = pipeline.run_sync(config, engine)
+        incomplete = None
+        try:
+            result = pipeline.run_sync(config, engine)
+        except SyncIncomplete as e:
+            incomplete, result = e, e.result
         run.counts.update(objects=result.total, requests=result.requests)
         report = pipeline.run_reconcile(config, engine, now=now)
         run.counts.update(
@@ -34,6 +43,8 @@ def sync_job(config: Config, engine: Engine, now: datetime | None = None) -> pip
             open_findings=sum(report.summary["open_by_kind"].values()),
         )
         run.counts["alerts"] = alerts.send_due_alerts(config, engine, now=now)
+        if incomplete is not None:
+            raise incomplete
     return report
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 
+from monitor.completeness import ResourceGap, SnapshotState
 from monitor.db import read_bulk
+from monitor.models import SyncResource, SyncState
 from monitor.reconcile import PAYMENT_COLUMNS
+from monitor.stripe_source import ENDPOINTS, RESOURCES
 
 _PAYMENTS = f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments"
 
@@ -68,3 +71,29 @@ def read_endpoints(conn: Connection) -> list[dict]:
         }
         for r in rows
     ]
+
+
+def read_state(conn: Connection) -> SnapshotState:
+    """How complete the snapshot is (monitor.completeness.SnapshotState): a list never synced completely
+    has no cursor (sync_state); the webhook endpoints, fetched whole on every run, are missing when their
+    last outcome (sync_resources) has never been a success. A resource that failed in its latest sync but
+    came in before is `failing`."""
+    done = {r for (r,) in conn.execute(select(SyncState.resource))}
+    outcomes = {r.resource: r for r in conn.execute(select(SyncResource.__table__))}
+    missing, failing = [], []
+    for name in [r.name for r in RESOURCES] + [ENDPOINTS.name]:
+        row = outcomes.get(name)
+        never = name not in done if name != ENDPOINTS.name else row is not None and row.ok_at is None
+        gap = _gap(name, row)
+        if never:
+            missing.append(gap)
+        elif row is not None and row.failed_at is not None:
+            failing.append(gap)
+    oks = [r.ok_at for r in outcomes.values() if r.ok_at is not None]
+    return SnapshotState(synced_at=max(oks, default=None), missing=tuple(missing), failing=tuple(failing))
+
+
+def _gap(name: str, row) -> ResourceGap:
+    if row is None or row.failed_at is None:
+        return ResourceGap(name)
+    return ResourceGap(name, row.error, row.http_status, row.permission, row.failed_at)

@@ -10,7 +10,7 @@ import contextlib
 import fcntl
 import json
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -25,8 +25,24 @@ from monitor import payment_table
 from monitor.config import mask_url
 from monitor.db import make_engine
 from monitor.errors import StoreError
-from monitor.models import JobRun, ProbeResultRow, SyncState, SyncWindow, now_utc
-from monitor.stripe_rows import object_type, row_for, table_for
+from monitor.models import (
+    JobRun,
+    ProbeResultRow,
+    StoreMeta,
+    SyncResource,
+    SyncState,
+    SyncWindow,
+    now_utc,
+)
+from monitor.stripe_rows import (
+    EVENT_SEQ_TOP,
+    INCLUDABLE,
+    invoice_payments,
+    listing_ranks,
+    object_type,
+    row_for,
+    table_for,
+)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK_KEY = 7_149_149  # PostgreSQL advisory lock id held while migrating
@@ -113,50 +129,106 @@ def open_store(url: str) -> Engine:
 
 
 def _upsert(conn: Connection, model, rows: list[dict]) -> None:
-    """Insert rows, or update the stored copy where the new one is at least as fresh."""
+    """Insert rows, or update the stored copy where the new one is at least as fresh: a later
+    `snapshot_at`, or the same one with a `snapshot_seq` at least as high."""
     if not rows:
         return
     table = model.__table__
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(table)
     columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
+    new, old = stmt.excluded, table.c
+    fresher = (new.snapshot_at > old.snapshot_at) | (
+        (new.snapshot_at == old.snapshot_at) & (new.snapshot_seq >= old.snapshot_seq)
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.id],
         set_=columns,
         # Only a fresher copy that differs is written: a re-sync of unchanged objects writes nothing.
-        where=(stmt.excluded.snapshot_at >= table.c.snapshot_at) & (stmt.excluded.raw != table.c.raw),
+        where=fresher & (new.raw != old.raw),
     )
     conn.execute(stmt, rows)
 
 
-def save_objects(conn: Connection, objects: Iterable[dict], snapshot_at: int) -> int:
-    """Upsert Stripe objects of every kept type; an event's `data.object` is upserted too, stamped with
-    the event's time, so later changes to old payments (refunds, disputes, late payment) arrive through
-    events. Returns how many top-level objects were saved."""
-    by_type: dict[str, dict[str, dict]] = {}
-    saved = 0
+_Saved = dict[str, dict[str, tuple[dict, dict]]]  # kind -> id -> (row, object)
+
+
+def save_objects(
+    conn: Connection,
+    objects: Iterable[dict],
+    snapshot_at: int,
+    *,
+    ranks: Sequence[int] | None = None,
+    inner: bool = True,
+) -> int:
+    """Upsert Stripe objects of every kept type, fetched at `snapshot_at` (a list page, in the order
+    Stripe listed it). Returns how many top-level objects were saved.
+
+    - An event's `data.object` is upserted too, as fresh as the event (see stripe_rows.EVENT_SEQ_TOP):
+      later changes to old payments (refunds, disputes, late payment) arrive through events, and of the
+      events of one second the one Stripe lists first (the newest) wins, whatever order pages are saved
+      in. `ranks` are the events' ranks within their second (stripe_rows.listing_ranks), when the page
+      continues a listing; by default they are counted on `objects` alone. `inner=False` saves only the
+      events themselves (a listing of some events only, whose ranks say nothing).
+    - An invoice's `payments` are kept as invoice_payment rows of their own, and a copy that lacks an
+      includable field (an event's) keeps the stored copy's value of it.
+    """
+    objects = list(objects)
+    if ranks is None:
+        ranks, _ = listing_ranks([o for o in objects if object_type(o) == "event"])
+    event_ranks = iter(ranks)
+    saved: _Saved = {}
+    count = 0
     for obj in objects:
         kind = object_type(obj)
         if kind is None:
             continue
-        saved += 1
-        _keep_freshest(by_type, kind, row_for(obj, snapshot_at))
-        if kind == "event":
-            inner = (obj.get("data") or {}).get("object") or {}
-            inner_kind = object_type(inner)
-            if inner_kind is not None and inner_kind not in ("event", "webhook_endpoint"):
-                _keep_freshest(by_type, inner_kind, row_for(inner, obj.get("created") or 0))
-    for kind, rows in by_type.items():
-        _upsert(conn, table_for(kind), list(rows.values()))
-    payment_table.refresh(conn, {kind: rows.values() for kind, rows in by_type.items()})
-    return saved
+        count += 1
+        _keep(saved, kind, obj, snapshot_at, 0)
+        if kind != "event":
+            continue
+        rank = next(event_ranks, 0)
+        body = (obj.get("data") or {}).get("object") or {}
+        body_kind = object_type(body)
+        if inner and body_kind is not None and body_kind not in ("event", "webhook_endpoint"):
+            _keep(saved, body_kind, body, obj.get("created") or 0, EVENT_SEQ_TOP - rank)
+    _keep_includable(conn, saved)
+    for kind, found in saved.items():
+        _upsert(conn, table_for(kind), [row for row, _ in found.values()])
+    payment_table.refresh(conn, {kind: [row for row, _ in found.values()] for kind, found in saved.items()})
+    return count
 
 
-def _keep_freshest(by_type: dict[str, dict[str, dict]], kind: str, row: dict) -> None:
-    rows = by_type.setdefault(kind, {})
-    old = rows.get(row["id"])
-    if old is None or row["snapshot_at"] >= old["snapshot_at"]:
-        rows[row["id"]] = row
+def _keep(saved: _Saved, kind: str, obj: dict, snapshot_at: int, seq: int) -> None:
+    """Keep the freshest copy of `obj` among those of this save (a later one wins a tie: list order)."""
+    rows = saved.setdefault(kind, {})
+    old = rows.get(obj["id"])
+    if old is None or (snapshot_at, seq) >= (old[0]["snapshot_at"], old[0]["snapshot_seq"]):
+        rows[obj["id"]] = (row_for(obj, snapshot_at, seq=seq), obj)
+    if kind == "invoice":
+        for payment in invoice_payments(obj):
+            _keep(saved, "invoice_payment", payment, snapshot_at, seq)
+
+
+def _keep_includable(conn: Connection, saved: _Saved) -> None:
+    """Copies that lack an includable field (INCLUDABLE) take the stored copy's value of it."""
+    for kind, fields in INCLUDABLE.items():
+        lacking = {
+            i: pair for i, pair in saved.get(kind, {}).items() if any(f not in pair[1] for f in fields)
+        }
+        if not lacking:
+            continue
+        t = table_for(kind).__table__
+        for object_id, raw in conn.execute(select(t.c.id, t.c.raw).where(t.c.id.in_(list(lacking)))):
+            stored = orjson.loads(raw)
+            row, obj = lacking[object_id]
+            kept = {f: stored[f] for f in fields if f not in obj and f in stored}
+            if kept:
+                merged = {**obj, **kept}
+                saved[kind][object_id] = (
+                    row_for(merged, row["snapshot_at"], seq=row["snapshot_seq"]),
+                    merged,
+                )
 
 
 def replace_objects(conn: Connection, kind: str, objects: list[dict], snapshot_at: int) -> None:
@@ -239,15 +311,24 @@ def advance_window(
     done: bool,
     *,
     split: list[int] | None = None,
+    tie: tuple[int, int] | None = None,
 ) -> None:
     """Record one saved page of a window: call it in the page's own transaction.
 
     With `split` (descending points p1 > p2 > … > pn, all > start), the window continues as [p1, end)
     after `last_id` and hands its older part to new windows [p2, p1), …, [start, pn) that other workers
-    can fetch: every object not yet seen is then in exactly one window."""
+    can fetch: every object not yet seen is then in exactly one window (splits fall between whole
+    seconds, so the events of one second stay in one window). `tie` is the (created, rank) of the page's
+    last event (stripe_rows.listing_ranks), for the window's next page."""
     w = SyncWindow.__table__.c
     values = dict(
-        starting_after=last_id, done=done, pages=w.pages + 1, objects=w.objects + count, updated_at=now_utc()
+        starting_after=last_id,
+        done=done,
+        pages=w.pages + 1,
+        objects=w.objects + count,
+        updated_at=now_utc(),
+        tie_created=tie[0] if tie else None,
+        tie_rank=tie[1] if tie else None,
     )
     if split:
         values["window_start"] = split[0]
@@ -282,6 +363,69 @@ def settle_cursor(conn: Connection, resource: str) -> None:
             .values(synced_until=newest, updated_at=now_utc())
         )
     conn.execute(SyncWindow.__table__.delete().where(w.resource == resource, w.done.is_(True)))
+
+
+# --- how each resource last synced, and the account the snapshot is of ---
+
+
+def record_sync_outcomes(conn: Connection, ok: Iterable[str], failed: dict, at: datetime) -> None:
+    """Note the resources that came in whole (`ok`) and those that failed (`failed`: name -> the
+    monitor.errors.StripeError that stopped it) at `at`. A success clears the resource's last error."""
+    for name in ok:
+        _set_outcome(
+            conn,
+            name,
+            {"ok_at": at, "failed_at": None, "error": None, "http_status": None, "permission": None},
+        )
+    for name, error in failed.items():
+        values = {
+            "failed_at": at,
+            "error": str(error),
+            "http_status": getattr(error, "http_status", None),
+            "permission": getattr(error, "permission", None),
+        }
+        _set_outcome(conn, name, values)
+
+
+def _set_outcome(conn: Connection, name: str, values: dict) -> None:
+    t = SyncResource.__table__
+    if conn.execute(update(t).where(t.c.resource == name).values(**values)).rowcount == 0:
+        conn.execute(insert(t).values(resource=name, **{"ok_at": None, **values}))
+
+
+def sync_outcomes(conn: Connection) -> dict:
+    """The sync_resources rows by resource name."""
+    return {r.resource: r for r in conn.execute(select(SyncResource.__table__)).all()}
+
+
+def stored_account(conn: Connection) -> tuple[str | None, bool | None]:
+    """(Stripe account id, livemode) the snapshot was filled from; (None, None) for a store not yet filled
+    (or filled before the store remembered it)."""
+    meta = dict(conn.execute(select(StoreMeta.key, StoreMeta.value)).all())
+    mode = meta.get("livemode")
+    return meta.get("stripe_account"), None if mode is None else mode == "live"
+
+
+def remember_account(conn: Connection, account_id: str | None, livemode: bool) -> None:
+    t = StoreMeta.__table__
+    values = {"livemode": "live" if livemode else "test"}
+    if account_id:
+        values["stripe_account"] = account_id
+    for key, value in values.items():
+        if conn.execute(update(t).where(t.c.key == key).values(value=value)).rowcount == 0:
+            conn.execute(insert(t).values(key=key, value=value))
+
+
+def forget_snapshot(conn: Connection) -> None:
+    """Empty the Stripe snapshot (every object, the payments, the cursors, what the store knows of its
+    account), so the store can be filled from another account. Findings, job runs and the repair ledger
+    stay: the next reconcile resolves the findings the new snapshot no longer shows."""
+    from monitor.models import STRIPE_TABLES
+
+    for model in STRIPE_TABLES.values():
+        conn.execute(model.__table__.delete())
+    for name in ("payments", "sync_windows", "sync_state", "sync_resources", "store_meta"):
+        conn.execute(text(f"DELETE FROM {name}"))
 
 
 # --- job runs ---------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Stripe moves fields between API versions; each reader below accepts the shapes this project has met:
 - an invoice's subscription is `parent.subscription_details.subscription` since 2025-03-31 (basil), and
   the top-level `subscription` before;
-- an invoice's PaymentIntent is in `payments.data[].payment.payment_intent` (an includable field since
-  basil, so the sync expands `data.payments`), and the top-level `payment_intent` before;
+- an invoice's PaymentIntents are in `payments.data[].payment.payment_intent` (an includable field since
+  basil, so the sync expands `data.payments`; an invoice may be paid by several), and the top-level
+  `payment_intent` before; each `invoice.payments` item is kept as an `invoice_payment` row of its own;
 - a subscription's `current_period_end` moved onto its items in basil.
 A reference may be an id or, when expanded, the object itself.
 """
@@ -19,6 +20,14 @@ from monitor.models import STRIPE_TABLES
 
 # Dispute statuses that end with the money taken back from the merchant.
 DISPUTE_LOST = "lost"
+# Fields Stripe returns only when asked for (`expand[]`), so a copy without them (an event's) says nothing
+# about them: saving it keeps the stored value (monitor.store.save_objects).
+INCLUDABLE = {"invoice": ("payments",)}
+# The freshness of a copy is (snapshot_at, snapshot_seq). A list copy has seq 0. An event's copy of its
+# object has seq EVENT_SEQ_TOP - rank, rank being how many events of the same second Stripe listed before
+# it (Stripe lists events newest first): of the events of one second the newest wins, and any of them wins
+# over a list copy fetched in that second (the list may have been read just before the event).
+EVENT_SEQ_TOP = 1_000_000_000
 
 
 def ref(value) -> str | None:
@@ -39,6 +48,7 @@ def _session(o: dict) -> dict:
         "payment_status": o.get("payment_status"),
         "mode": o.get("mode"),
         "amount_total": o.get("amount_total"),
+        "amount_subtotal": o.get("amount_subtotal"),
         "currency": _lower(o.get("currency")),
         "customer_id": ref(o.get("customer")),
         "customer_email": details.get("email") or o.get("customer_email"),
@@ -54,13 +64,45 @@ def invoice_subscription(o: dict) -> str | None:
     return ref(details.get("subscription")) or ref(o.get("subscription"))
 
 
+def _payment_intent_of(payment: dict) -> str | None:
+    """The PaymentIntent an `invoice_payment` was made with, if it was made with one."""
+    inner = payment.get("payment") or {}
+    return (
+        ref(inner.get("payment_intent")) if inner.get("type", "payment_intent") == "payment_intent" else None
+    )
+
+
+def invoice_payment_intents(o: dict) -> list[str]:
+    """Every PaymentIntent of an invoice, paid ones first: its `payments` (expanded), else the old
+    top-level `payment_intent`."""
+    payments = sorted(((o.get("payments") or {}).get("data") or []), key=lambda p: p.get("status") != "paid")
+    found = [pi for pi in map(_payment_intent_of, payments) if pi]
+    top = ref(o.get("payment_intent"))
+    if top and top not in found:
+        found.append(top)
+    return list(dict.fromkeys(found))
+
+
 def invoice_payment_intent(o: dict) -> str | None:
-    payments = o.get("payments") or {}
-    for payment in payments.get("data") or []:
-        inner = payment.get("payment") or {}
-        if inner.get("type", "payment_intent") == "payment_intent" and ref(inner.get("payment_intent")):
-            return ref(inner.get("payment_intent"))
-    return ref(o.get("payment_intent"))
+    """The invoice's main PaymentIntent: the first paid one (see invoice_payment_intents)."""
+    found = invoice_payment_intents(o)
+    return found[0] if found else None
+
+
+def invoice_payments(o: dict) -> list[dict]:
+    """The `invoice_payment` objects of an invoice fetched with its payments, each naming its invoice
+    (an item without an id, as older shapes had, gets one made of the invoice's and its intent's)."""
+    out = []
+    for payment in (o.get("payments") or {}).get("data") or []:
+        if not isinstance(payment, dict):
+            continue
+        item = dict(payment, object="invoice_payment", invoice=o.get("id"))
+        item.setdefault("livemode", o.get("livemode"))
+        item.setdefault("currency", o.get("currency"))
+        if not isinstance(item.get("id"), str) or not item["id"]:
+            item["id"] = f"{o.get('id')}:{_payment_intent_of(payment) or len(out)}"
+        out.append(item)
+    return out
 
 
 def invoice_period_end(o: dict) -> int | None:
@@ -84,10 +126,22 @@ def _invoice(o: dict) -> dict:
         "subscription_id": invoice_subscription(o),
         "payment_intent_id": invoice_payment_intent(o),
         "amount_paid": o.get("amount_paid"),
+        "subtotal": o.get("subtotal"),
+        "total": o.get("total"),
         "currency": _lower(o.get("currency")),
         "billing_reason": o.get("billing_reason"),
         "line_period_end": invoice_period_end(o),
         "paid_at": transitions.get("paid_at"),
+    }
+
+
+def _invoice_payment(o: dict) -> dict:
+    return {
+        "invoice_id": ref(o.get("invoice")),
+        "payment_intent_id": _payment_intent_of(o),
+        "status": o.get("status"),
+        "amount_paid": o.get("amount_paid"),
+        "currency": _lower(o.get("currency")),
     }
 
 
@@ -175,6 +229,7 @@ def _endpoint(o: dict) -> dict:
 _COLUMNS = {
     "checkout.session": _session,
     "invoice": _invoice,
+    "invoice_payment": _invoice_payment,
     "payment_intent": _payment_intent,
     "charge": _charge,
     "refund": _refund,
@@ -192,14 +247,16 @@ def object_type(obj: dict) -> str | None:
     return kind if kind in _COLUMNS and isinstance(obj.get("id"), str) else None
 
 
-def row_for(obj: dict, snapshot_at: int, raw: str | None = None) -> dict:
-    """The store row of a Stripe object of a kept type (see `object_type`)."""
+def row_for(obj: dict, snapshot_at: int, raw: str | None = None, *, seq: int = 0) -> dict:
+    """The store row of a Stripe object of a kept type (see `object_type`), as fresh as
+    (snapshot_at, seq)."""
     created = obj.get("created")
     row = {
         "id": obj["id"],
         "created": created if isinstance(created, int) else 0,
         "livemode": bool(obj.get("livemode")),
         "snapshot_at": snapshot_at,
+        "snapshot_seq": seq,
         "raw": raw if raw is not None else orjson.dumps(obj).decode(),
     }
     row.update(_COLUMNS[obj["object"]](obj))
@@ -208,3 +265,19 @@ def row_for(obj: dict, snapshot_at: int, raw: str | None = None) -> dict:
 
 def table_for(kind: str):
     return STRIPE_TABLES[kind]
+
+
+def listing_ranks(
+    events: list[dict], previous: tuple[int, int] | None = None
+) -> tuple[list[int], tuple[int, int] | None]:
+    """Each event's rank within its second in a listing that is newest first, as Stripe lists events: 0
+    for the first (newest) event of a second, 1 for the next, and so on. `previous` is (created, rank) of
+    the last event of the listing's page before this one, so a second cut by a page boundary goes on
+    counting. Returns the ranks and the (created, rank) to pass with the next page."""
+    ranks = []
+    for event in events:
+        created = event.get("created") if isinstance(event.get("created"), int) else 0
+        rank = previous[1] + 1 if previous is not None and previous[0] == created else 0
+        ranks.append(rank)
+        previous = (created, rank)
+    return ranks, previous

@@ -8,6 +8,7 @@ Bulk lists go through `StripeClient.raw_request`, which parses each page's JSON 
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import orjson
 import stripe
 
 from monitor.config import mask_value
-from monitor.errors import StripeAuthError, StripeRequestError, StripeUnavailable
+from monitor.errors import StripeAuthError, StripePermissionError, StripeRequestError, StripeUnavailable
 from monitor.ratelimit import RateLimiter
 
 # The API version every request asks for; objects are parsed for this shape (monitor/stripe_rows.py).
@@ -33,31 +34,55 @@ PAGE_SIZE = 100
 
 @dataclass(frozen=True)
 class Resource:
-    """One Stripe list the sync pulls, by created-windows."""
+    """One Stripe list the sync pulls, by created-windows. `permission` is the resource a restricted key
+    needs Read on, as the Dashboard names it."""
 
     name: str
     path: str
     kind: str
+    permission: str
     params: dict = field(default_factory=dict)
 
 
 RESOURCES: tuple[Resource, ...] = (
-    Resource("customers", "/v1/customers", "customer"),
-    Resource("checkout_sessions", "/v1/checkout/sessions", "checkout.session"),
+    Resource("customers", "/v1/customers", "customer", "Customers"),
+    Resource("checkout_sessions", "/v1/checkout/sessions", "checkout.session", "Checkout Sessions"),
     # Invoice payments are an includable field since API 2025-03-31: ask for them in the same page.
-    Resource("invoices", "/v1/invoices", "invoice", {"expand": ["data.payments"]}),
-    Resource("payment_intents", "/v1/payment_intents", "payment_intent"),
-    Resource("charges", "/v1/charges", "charge"),
-    Resource("refunds", "/v1/refunds", "refund"),
-    Resource("disputes", "/v1/disputes", "dispute"),
+    Resource("invoices", "/v1/invoices", "invoice", "Invoices", {"expand": ["data.payments"]}),
+    Resource("payment_intents", "/v1/payment_intents", "payment_intent", "PaymentIntents"),
+    Resource("charges", "/v1/charges", "charge", "Charges"),
+    Resource("refunds", "/v1/refunds", "refund", "Refunds"),
+    Resource("disputes", "/v1/disputes", "dispute", "Disputes"),
     # The subscriptions list leaves out canceled ones unless asked for all (Stripe API reference).
-    Resource("subscriptions", "/v1/subscriptions", "subscription", {"status": "all"}),
-    Resource("events", "/v1/events", "event"),
+    Resource("subscriptions", "/v1/subscriptions", "subscription", "Subscriptions", {"status": "all"}),
+    Resource("events", "/v1/events", "event", "Events"),
 )
-ENDPOINTS = Resource("webhook_endpoints", "/v1/webhook_endpoints", "webhook_endpoint")
+ENDPOINTS = Resource("webhook_endpoints", "/v1/webhook_endpoints", "webhook_endpoint", "Webhook Endpoints")
 # Events not yet delivered to some endpoint (Stripe API reference, "List all events": delivery_success).
-UNDELIVERED_EVENTS = Resource("undelivered_events", "/v1/events", "event", {"delivery_success": False})
+UNDELIVERED_EVENTS = Resource(
+    "undelivered_events", "/v1/events", "event", "Events", {"delivery_success": False}
+)
 RETRIEVE_PATHS = {r.kind: r.path for r in (*RESOURCES, ENDPOINTS)}
+# The permission a path needs, by the Dashboard's name, for a 403 whose message does not say.
+_PERMISSION_OF_PATH = {r.path: r.permission for r in (*RESOURCES, ENDPOINTS)} | {"/v1/account": "Account"}
+# Stripe's 403 for a restricted key names the permission by its internal name: "Having the
+# 'rak_checkout_session_read' permission would allow this request to continue." (seen in stripe-node
+# issue 2246 and others). Its resource part, as the Dashboard names it.
+_RAK_NAMES = {
+    "customer": "Customers",
+    "checkout_session": "Checkout Sessions",
+    "invoice": "Invoices",
+    "payment_intent": "PaymentIntents",
+    "charge": "Charges",
+    "refund": "Refunds",
+    "dispute": "Disputes",
+    "subscription": "Subscriptions",
+    "event": "Events",
+    "webhook_endpoint": "Webhook Endpoints",
+    "webhook": "Webhook Endpoints",
+    "account": "Account",
+}
+_RAK = re.compile(r"'rak_([a-z_]+?)_(read|write)'")
 
 
 @dataclass(frozen=True)
@@ -120,7 +145,9 @@ class StripeSource:
                 if attempt - network_failures >= RATE_LIMIT_RETRIES:
                     raise StripeUnavailable(
                         f"Stripe kept answering 429 (rate limited) for GET {path} after "
-                        f"{RATE_LIMIT_RETRIES} retries: {_message(e)}"
+                        f"{RATE_LIMIT_RETRIES} retries: {_message(e)}",
+                        http_status=429,
+                        code="rate_limit",
                     ) from None
             except (stripe.APIConnectionError, stripe.APIError) as e:
                 network_failures += 1
@@ -194,18 +221,44 @@ class StripeSource:
 
     def _translate(self, e: stripe.StripeError, path: str) -> Exception:
         status = e.http_status
-        if isinstance(e, stripe.AuthenticationError):
-            return StripeAuthError(f"Stripe rejected the API key {self._key_shown} (401): {_message(e)}")
+        code = getattr(e, "code", None)
         if isinstance(e, stripe.PermissionError):
+            permission = permission_needed(path, _message(e))
+            return StripePermissionError(
+                f'the API key {self._key_shown} lacks the permission "{permission}" for GET {path} '
+                f"(Stripe answered 403: {_message(e)})",
+                permission=permission,
+                http_status=status,
+                code=code,
+            )
+        if isinstance(e, stripe.AuthenticationError):
             return StripeAuthError(
-                f"the API key {self._key_shown} may not read GET {path} (403, a restricted key "
-                f"without that permission?): {_message(e)}"
+                f"Stripe rejected the API key {self._key_shown} (401): {_message(e)}", http_status=status
             )
         if isinstance(e, stripe.APIConnectionError):
             return StripeUnavailable(f"cannot reach Stripe at {self.api_base}: {_message(e)}")
         if isinstance(e, stripe.InvalidRequestError):
-            return StripeRequestError(f"Stripe refused GET {path} ({status}): {_message(e)}")
-        return StripeUnavailable(f"Stripe failed on GET {path} ({status or 'no status'}): {_message(e)}")
+            return StripeRequestError(
+                f"Stripe refused GET {path} ({status}): {_message(e)}", http_status=status, code=code
+            )
+        return StripeUnavailable(
+            f"Stripe failed on GET {path} ({status or 'no status'}): {_message(e)}",
+            http_status=status,
+            code=code,
+        )
+
+
+def permission_needed(path: str, message: str) -> str:
+    """The permission a 403 says is missing, in the Dashboard's words ("Checkout Sessions: read"): from the
+    `rak_…` name Stripe's message gives, else from the path asked for."""
+    found = _RAK.search(message)
+    if found:
+        name, access = found.groups()
+        return f"{_RAK_NAMES.get(name, name.replace('_', ' '))}: {access}"
+    base = (
+        "/".join(path.split("/")[:4]) if path.startswith("/v1/checkout/") else "/".join(path.split("/")[:3])
+    )
+    return f"{_PERMISSION_OF_PATH.get(base, base)}: read"
 
 
 def _network_message(e: stripe.APIConnectionError) -> str:

@@ -6,11 +6,18 @@ twice changes nothing. A resource's cursor (`synced_until`) moves only when all 
 next run asks for [synced_until - OVERLAP, now + 1): what is new, plus a short overlap for objects that
 became listable a little late. Later changes to older payments (refunds, disputes, a late payment) arrive
 through their own lists (refunds and disputes are new objects) and through the events since the last
-sync, whose `data.object` snapshots are upserted too (monitor.store.save_objects).
+sync, whose `data.object` snapshots are upserted too (monitor.store.save_objects), ordered within a second
+as Stripe lists them: each events window carries its place in the second across pages.
+
+A resource Stripe refuses (403: a restricted key without that permission; 400/404) or keeps failing on
+stops alone: the others, the webhook endpoints and the undelivered events still come in, each resource's
+outcome is recorded (store.record_sync_outcomes), and the run then raises SyncIncomplete naming each
+resource that failed and why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -22,12 +29,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete
+from sqlalchemy.exc import SQLAlchemyError
 
 from monitor import store
-from monitor.errors import MonitorError, StripeUnavailable
+from monitor.errors import (
+    MonitorError,
+    StripeError,
+    StripePermissionError,
+    StripeRequestError,
+    StripeUnavailable,
+)
 from monitor.leases import Lease
 from monitor.models import Lease as LeaseRow
-from monitor.models import SyncState, SyncWindow
+from monitor.models import SyncState, SyncWindow, now_utc
+from monitor.stripe_rows import listing_ranks
 from monitor.stripe_source import ENDPOINTS, RESOURCES, UNDELIVERED_EVENTS, Resource, StripeSource
 
 OVERLAP_S = 300
@@ -43,6 +58,21 @@ Progress = Callable[[str, int, int], None]
 
 class SyncBusy(MonitorError):
     """Another sync of the same store holds the sync lease."""
+
+
+class SyncIncomplete(MonitorError):
+    """Some resources could not be synced; every other one was. `failed` maps each resource's name to the
+    error that stopped it; `result` is what the run did bring in."""
+
+    def __init__(self, failed: dict[str, StripeError], result: SyncResult):
+        self.failed, self.result = failed, result
+        reasons = "; ".join(f"{name}: {error}" for name, error in failed.items())
+        others = (
+            "every other resource was synced" if len(failed) < len(RESOURCES) + 2 else "nothing was synced"
+        )
+        super().__init__(
+            f"sync incomplete, {len(failed)} of {len(RESOURCES) + 2} resources failed: {reasons}; {others}"
+        )
 
 
 @dataclass
@@ -80,6 +110,7 @@ class _Task:
     end: int
     starting_after: str | None
     frontier: bool = False  # reaches back to the oldest time this run asks for
+    tie: tuple[int, int] | None = None  # events: (created, rank) of the last one saved (listing_ranks)
 
 
 class _Backfill:
@@ -93,7 +124,9 @@ class _Backfill:
     A window whose request fails (Stripe unreachable, or 429/5xx after StripeSource's retries) stops there,
     its cursor saved, while the other windows go on, so a flaky Stripe still leaves every page it gave
     in the store; STOP_AFTER_FAILURES such failures with no page between them (Stripe down) stop the run
-    at once, as does any other error. `error` is the first error, `halted` whether the run stopped."""
+    at once. A resource Stripe refuses (403, 400, 404) stops all its windows at once and nothing else.
+    Anything else (a rejected key, the store failing) stops the run. `failed` maps each resource that
+    failed to its first error; `halted` says whether the run stopped, and `error` why."""
 
     SPLIT_PAGES = 3
 
@@ -109,6 +142,8 @@ class _Backfill:
         self.lock = threading.Lock()
         self.pending = 0  # tasks queued or being fetched
         self.error: BaseException | None = None
+        self.failed: dict[str, StripeError] = {}
+        self.refused: set[str] = set()  # resources Stripe will not list: their other windows are skipped
         self.failures_in_a_row = 0
         self.halted = False  # no more pages: Stripe is down, or something other than Stripe failed
         self.done = threading.Event()
@@ -142,14 +177,20 @@ class _Backfill:
                 return
             with self.lock:
                 self.idle -= 1
+            name = task.resource.name
             try:
-                if not self.halted:
+                if not self.halted and name not in self.refused:
                     self._fetch(task)
             except StripeUnavailable as e:
                 with self.lock:
-                    self.error = self.error or e
+                    self.failed.setdefault(name, e)
                     self.failures_in_a_row += 1
-                    self.halted = self.halted or self.failures_in_a_row >= STOP_AFTER_FAILURES
+                    if not self.halted and self.failures_in_a_row >= STOP_AFTER_FAILURES:
+                        self.halted, self.error = True, e
+            except (StripePermissionError, StripeRequestError) as e:
+                with self.lock:  # Stripe answered, and will answer the same for this list: it stops alone
+                    self.failed.setdefault(name, e)
+                    self.refused.add(name)
             except BaseException as e:  # noqa: BLE001 - handed to run(), which raises it
                 with self.lock:
                     self.error = self.error or e
@@ -165,6 +206,7 @@ class _Backfill:
     def _fetch(self, task: _Task) -> None:
         """Fetch a window page by page, newest first, saving each page with the window's cursor."""
         while not self.halted:
+            fetched_at = int(time.time())  # the page shows the objects as they were at least this late
             page = self.source.list_page(
                 task.resource, created_gte=task.start, created_lt=task.end, starting_after=task.starting_after
             )
@@ -172,10 +214,21 @@ class _Backfill:
             done = not page.get("has_more") or not data
             last_id = data[-1]["id"] if data else task.starting_after
             split = None if done else self._split_points(task, data)
+            ranks, tie = None, None
+            if task.resource.kind == "event":  # Stripe's order within a second, counted across pages
+                ranks, tie = listing_ranks(data, task.tie)
             with self.write_lock, self.engine.begin() as conn:
-                store.save_objects(conn, data, snapshot_at=int(time.time()))
+                store.save_objects(conn, data, snapshot_at=fetched_at, ranks=ranks)
                 store.advance_window(
-                    conn, task.resource.name, task.start, task.end, last_id, len(data), done, split=split
+                    conn,
+                    task.resource.name,
+                    task.start,
+                    task.end,
+                    last_id,
+                    len(data),
+                    done,
+                    split=split,
+                    tie=tie,
                 )
             with self.lock:
                 self.failures_in_a_row = 0
@@ -191,7 +244,7 @@ class _Backfill:
                         )
                     )
                 task.start, task.frontier = split[0], False
-            task.starting_after = last_id
+            task.starting_after, task.tie = last_id, tie
 
     def _split_points(self, task: _Task, data: list[dict]) -> list[int] | None:
         """Where to cut the rest of a window so every worker has work: the page's own span of `created`
@@ -216,10 +269,12 @@ def refresh_undelivered(engine: Engine, source: StripeSource) -> int:
     with engine.connect() as conn:
         if not store.has_pending_events(conn):
             return 0  # nothing stored is pending; new pending events come with the incremental list
-    undelivered = source.list_all(UNDELIVERED_EVENTS)
     snapshot_at = int(time.time())
+    undelivered = source.list_all(UNDELIVERED_EVENTS)
     with engine.begin() as conn:
-        store.save_objects(conn, undelivered, snapshot_at=snapshot_at)
+        # Only the events: their objects came with the full listing, whose order within a second this
+        # partial one cannot tell.
+        store.save_objects(conn, undelivered, snapshot_at=snapshot_at, inner=False)
         store.mark_delivered(conn, {e["id"] for e in undelivered}, snapshot_at)
     return len(undelivered)
 
@@ -324,25 +379,48 @@ def _sync(
         windows = plan_windows(engine, resource, now, full=full)
         oldest = min((w.window_start for w in windows), default=None)
         for w in windows:
+            tie = (w.tie_created, w.tie_rank) if w.tie_created is not None else None
             backfill.add(
-                _Task(resource, w.window_start, w.window_end, w.starting_after, w.window_start == oldest)
+                _Task(resource, w.window_start, w.window_end, w.starting_after, w.window_start == oldest, tie)
             )
     backfill.run()
+    failed = dict(backfill.failed)
     if backfill.halted:
+        with contextlib.suppress(SQLAlchemyError):  # the store itself may be what failed
+            _record_outcomes(engine, [], failed)
         raise backfill.error
     with engine.begin() as conn:  # two windows finishing at once may each have seen the other open
         for resource in RESOURCES:
             store.settle_cursor(conn, resource.name)
 
-    # The endpoints and the delivery state come in even when a resource's window failed: the webhook
-    # checks need them most when Stripe is having a bad day.
-    endpoints = source.list_all(ENDPOINTS)
-    with engine.begin() as conn:
-        store.replace_objects(conn, ENDPOINTS.kind, endpoints, snapshot_at=int(time.time()))
-    result.objects[ENDPOINTS.name] = len(endpoints)
-    result.objects[UNDELIVERED_EVENTS.name] = refresh_undelivered(engine, source)
-    if backfill.error is not None:
-        raise backfill.error
+    # The endpoints and the delivery state come in even when a resource failed: the webhook checks need
+    # them most when Stripe is having a bad day.
+    try:
+        endpoints = source.list_all(ENDPOINTS)
+        with engine.begin() as conn:
+            store.replace_objects(conn, ENDPOINTS.kind, endpoints, snapshot_at=int(time.time()))
+        result.objects[ENDPOINTS.name] = len(endpoints)
+    except (StripeUnavailable, StripePermissionError, StripeRequestError) as e:
+        failed[ENDPOINTS.name] = e
+    try:
+        result.objects[UNDELIVERED_EVENTS.name] = refresh_undelivered(engine, source)
+    except (StripeUnavailable, StripePermissionError, StripeRequestError) as e:
+        failed[UNDELIVERED_EVENTS.name] = e
+    complete = [r.name for r in RESOURCES if r.name not in failed and _all_windows_done(engine, r.name)]
+    complete += [r.name for r in (ENDPOINTS, UNDELIVERED_EVENTS) if r.name not in failed]
+    _record_outcomes(engine, complete, failed)
     result.requests = source.requests - requests_before
     result.seconds = time.monotonic() - started
+    if failed:
+        raise SyncIncomplete(failed, result)
     return result
+
+
+def _all_windows_done(engine: Engine, resource: str) -> bool:
+    with engine.connect() as conn:
+        return not store.open_windows(conn, resource)
+
+
+def _record_outcomes(engine: Engine, complete: list[str], failed: dict[str, StripeError]) -> None:
+    with engine.begin() as conn:
+        store.record_sync_outcomes(conn, complete, failed, now_utc())

@@ -6,6 +6,7 @@ with the fields of the case written over it, so it has the shape the real API re
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +15,8 @@ from sqlalchemy import create_engine, text
 
 from monitor.app_db import create_default_schema
 from monitor.emulator.shapes import example
+
+MONTH_S = 30 * 86400
 
 
 def iso(ts: int) -> str:
@@ -149,6 +152,300 @@ class Account:
             "amount": amount,
             "created": created,
         }
+
+    # --- current API shapes: subscriptions through Checkout, invoices paid by PaymentIntents ------------
+
+    def event(self, kind: str, obj: dict, created: int, *, pending: int = 0) -> str:
+        """An event carrying a copy of `obj` as it is now (an invoice's copy never has `payments`, as
+        Stripe's never does). Events of one second are listed in the order they are added, newest last."""
+        body = {k: v for k, v in obj.items() if not (obj.get("object") == "invoice" and k == "payments")}
+        evt = self.id("evt")
+        self.objects.append(
+            example(
+                "event",
+                id=evt,
+                type=kind,
+                created=created,
+                data={"object": copy.deepcopy(body)},
+                pending_webhooks=pending,
+                livemode=False,
+                api_version="2026-10-28.endive",
+            )
+        )
+        return evt
+
+    def intent(self, cus: str, amount: int, created: int, *, status: str = "succeeded") -> tuple[str, str]:
+        """A PaymentIntent of today's shape (no `invoice` field) and its charge: (pi id, charge id)."""
+        pi, ch = self.id("pi"), self.id("ch")
+        intent = example(
+            "payment_intent",
+            id=pi,
+            amount=amount,
+            amount_received=amount if status == "succeeded" else 0,
+            currency="usd",
+            status=status,
+            customer=cus,
+            latest_charge=ch,
+            created=created,
+            livemode=False,
+        )
+        intent.pop("invoice", None)
+        self.objects.append(intent)
+        self.objects.append(
+            example(
+                "charge",
+                id=ch,
+                amount=amount,
+                amount_refunded=0,
+                refunded=False,
+                disputed=False,
+                paid=status == "succeeded",
+                captured=status == "succeeded",
+                status="succeeded" if status == "succeeded" else "failed",
+                currency="usd",
+                customer=cus,
+                payment_intent=pi,
+                created=created,
+                livemode=False,
+            )
+        )
+        return pi, ch
+
+    def invoice(
+        self,
+        cus: str,
+        sub: str | None,
+        created: int,
+        *,
+        amounts: tuple[int, ...] = (14900,),
+        subtotal: int | None = None,
+        reason: str = "subscription_create",
+        period: tuple[int, int] | None = None,
+        tie: bool = True,
+    ) -> dict:
+        """A paid invoice of today's shape: its subscription under `parent`, one PaymentIntent per amount in
+        `payments` (an includable field: served only when expanded), and the events Stripe sends:
+        `invoice.finalized` (open) and `invoice.paid` in the same second when `tie`, as a renewal's are."""
+        inv = self.id("in")
+        total = sum(amounts)
+        intents = [self.intent(cus, a, created) for a in amounts if a]
+        start, end = period or (created, created + MONTH_S)
+        line = copy.deepcopy(example("invoice")["lines"]["data"][0])
+        line.update(
+            id=self.id("il"), amount=total, invoice=inv, period={"start": start, "end": end}, subscription=sub
+        )
+        invoice = example(
+            "invoice",
+            id=inv,
+            customer=cus,
+            customer_email=None,
+            status="open",
+            amount_due=total,
+            amount_paid=0,
+            amount_remaining=total,
+            subtotal=total if subtotal is None else subtotal,
+            total=total,
+            currency="usd",
+            billing_reason=reason,
+            created=created,
+            subscription=None,
+            parent={
+                "type": "subscription_details",
+                "quote_details": None,
+                "subscription_details": {"subscription": sub, "metadata": {}},
+            }
+            if sub
+            else None,
+            lines={"object": "list", "data": [line], "has_more": False, "url": f"/v1/invoices/{inv}/lines"},
+            status_transitions={
+                "finalized_at": created,
+                "paid_at": None,
+                "marked_uncollectible_at": None,
+                "voided_at": None,
+            },
+            livemode=False,
+        )
+        invoice.pop("payment_intent", None)
+        self.event("invoice.finalized", invoice, created)
+        invoice.update(
+            status="paid",
+            amount_paid=total,
+            amount_remaining=0,
+            status_transitions=dict(invoice["status_transitions"], paid_at=created if tie else created + 5),
+            payments={
+                "object": "list",
+                "data": [
+                    example(
+                        "invoice_payment",
+                        id=self.id("inpay"),
+                        invoice=inv,
+                        amount_paid=amount,
+                        amount_requested=amount,
+                        currency="usd",
+                        created=created,
+                        is_default=n == 0,
+                        livemode=False,
+                        payment={"type": "payment_intent", "payment_intent": pi},
+                        status="paid",
+                        status_transitions={"canceled_at": None, "paid_at": created},
+                    )
+                    for n, (amount, (pi, _)) in enumerate(
+                        zip([a for a in amounts if a], intents, strict=True)
+                    )
+                ],
+                "has_more": False,
+                "url": "/v1/invoice_payments",
+            },
+        )
+        self.objects.append(invoice)
+        self.event("invoice.paid", invoice, created if tie else created + 5)
+        return {
+            "in": inv,
+            "pis": [pi for pi, _ in intents],
+            "charges": [ch for _, ch in intents],
+            "created": created,
+        }
+
+    def subscription_checkout(
+        self,
+        email: str,
+        amount: int = 14900,
+        *,
+        age_s: int = 86400,
+        trial: bool = False,
+        discount: bool = False,
+        async_paid_after_s: int | None = None,
+        renewals: int = 0,
+        status: str | None = None,
+    ) -> dict:
+        """A customer who subscribed through Checkout (mode subscription), today's shapes: the session, the
+        subscription, its first invoice and `renewals` monthly renewal invoices, with their events.
+        `trial` or `discount`: nothing to pay at the start (payment_status `no_payment_required`, a paid
+        $0 invoice). `async_paid_after_s`: paid by an async method (SEPA, ACH), the session completing
+        `unpaid` and `checkout.session.async_payment_succeeded` coming that much later."""
+        created = self.now - age_s
+        cus = self.customer(email, created - 60)
+        cs, sub = self.id("cs"), self.id("sub")
+        due = 0 if trial or discount else amount
+        sub_status = status or ("trialing" if trial else "active")
+        subscription = example(
+            "subscription",
+            id=sub,
+            customer=cus,
+            status=sub_status,
+            created=created,
+            start_date=created,
+            livemode=False,
+            trial_start=created if trial else None,
+            trial_end=created + 14 * 86400 if trial else None,
+            items={
+                "object": "list",
+                "data": [
+                    dict(
+                        example("subscription")["items"]["data"][0],
+                        current_period_start=created,
+                        current_period_end=created + (renewals + 1) * MONTH_S,
+                    )
+                ],
+                "has_more": False,
+                "url": f"/v1/subscription_items?subscription={sub}",
+            },
+        )
+        self.objects.append(subscription)
+        paid_at = created + (async_paid_after_s or 0)
+        first = self.invoice(cus, sub, paid_at, amounts=(due,), subtotal=amount if discount else due)
+        details = dict(example("checkout.session")["customer_details"], email=email)
+        session = example(
+            "checkout.session",
+            id=cs,
+            status="complete",
+            payment_status="unpaid" if async_paid_after_s else ("paid" if due else "no_payment_required"),
+            mode="subscription",
+            amount_total=due,
+            amount_subtotal=amount if discount else due,
+            currency="usd",
+            customer=cus,
+            customer_details=details,
+            customer_email=None,
+            payment_intent=None,
+            subscription=sub,
+            invoice=first["in"],
+            created=created,
+            livemode=False,
+        )
+        self.objects.append(session)
+        evt = self.event("checkout.session.completed", session, created + 1)
+        if async_paid_after_s:
+            session["payment_status"] = "paid"
+            evt = self.event("checkout.session.async_payment_succeeded", session, paid_at + 1)
+        invoices = [first]
+        for k in range(1, renewals + 1):
+            at = created + k * MONTH_S
+            invoices.append(
+                self.invoice(
+                    cus, sub, at, amounts=(amount,), reason="subscription_cycle", period=(at, at + MONTH_S)
+                )
+            )
+        return {
+            "cs": cs,
+            "sub": sub,
+            "cus": cus,
+            "evt": evt,
+            "email": email,
+            "amount": due,
+            "created": created,
+            "paid_at": paid_at,
+            "invoices": invoices,
+        }
+
+    def one_off_intent(self, email: str, amount: int = 2900, *, age_s: int = 86400) -> dict:
+        """A payment made straight with a PaymentIntent (no Checkout, no invoice): a one-off purchase."""
+        created = self.now - age_s
+        cus = self.customer(email, created - 60)
+        pi, ch = self.intent(cus, amount, created)
+        intent = next(o for o in self.objects if o["id"] == pi)
+        evt = self.event("payment_intent.succeeded", intent, created + 1)
+        return {
+            "pi": pi,
+            "ch": ch,
+            "cus": cus,
+            "evt": evt,
+            "email": email,
+            "amount": amount,
+            "created": created,
+        }
+
+    def refund(self, pi: str, ch: str, amount: int, created: int) -> str:
+        rid = self.id("re")
+        self.objects.append(
+            example(
+                "refund",
+                id=rid,
+                amount=amount,
+                charge=ch,
+                payment_intent=pi,
+                currency="usd",
+                status="succeeded",
+                created=created,
+            )
+        )
+        return rid
+
+    def subscription_row(
+        self, pay: dict, *, status: str = "active", by: tuple[str, ...] = ("cs",), amount: int | None = None
+    ) -> int:
+        """The app's row for a subscription_checkout, naming the ids in `by` (cs, sub, pi)."""
+        rid = self.row(None, pay["email"], status=status, amount=pay["amount"] if amount is None else amount)
+        row = self.rows[-1]
+        row.update(
+            stripe_customer_id=pay["cus"],
+            stripe_checkout_session_id=pay["cs"] if "cs" in by else None,
+            stripe_subscription_id=pay["sub"] if "sub" in by else None,
+            stripe_payment_intent_id=pay["invoices"][0]["pis"][0] if "pi" in by else None,
+            created_at=iso(pay["created"] + 5),
+            current_period_end=iso(pay["invoices"][-1]["created"] + MONTH_S),
+        )
+        return rid
 
     def row(self, pay: dict | None, email: str, *, status: str = "active", amount: int | None = None) -> int:
         rid = len(self.rows) + 1

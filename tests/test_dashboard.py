@@ -141,6 +141,42 @@ def test_every_page_runs_without_an_exception(demo, use, page):
     no_exception(open_page(page))
 
 
+@pytest.mark.parametrize("page", [None, *PAGES])
+def test_every_page_says_when_the_snapshot_lacks_a_list_stripe_refused(own_copy, use, page):
+    """A list Stripe refused (a restricted key without Checkout Sessions: read) and never synced: every page
+    carries the banner with Stripe's words and what the last reconcile did not judge."""
+    con = sqlite3.connect(own_copy / "monitor.db")
+    try:
+        con.execute("DELETE FROM sync_state WHERE resource = 'checkout_sessions'")
+        con.execute(
+            "UPDATE sync_resources SET ok_at = NULL, failed_at = '2026-12-01 10:00:00', error = 'refused (403)', "
+            "http_status = 403, permission = 'Checkout Sessions: read' WHERE resource = 'checkout_sessions'"
+        )
+        con.execute(
+            "UPDATE job_runs SET counts = json_set(counts, '$.held_back.active_without_payment', "
+            "'2 rows naming ids not synced') WHERE job = 'reconcile'"
+        )
+        con.commit()
+    finally:
+        con.close()
+    use(own_copy)
+    at = open_page(page)
+    no_exception(at)
+    banner = unescaped("\n".join(w.value for w in at.warning))
+    assert "The Stripe snapshot is incomplete" in banner
+    assert (
+        'checkout_sessions never synced completely: the API key lacks the permission "Checkout Sessions: read"'
+        in banner
+    )
+    assert "not judged: active_without_payment: 2 rows naming ids not synced" in banner
+
+
+def test_a_complete_snapshot_shows_no_banner(demo, use):
+    use(demo)
+    at = open_page()
+    assert "snapshot is incomplete" not in all_text(at)
+
+
 def test_the_overview_shows_redis_down_and_the_usd_149_customer(demo, use):
     use(demo)
     at = open_page()

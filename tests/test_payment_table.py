@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from monitor import payment_table, snapshot, store
 from monitor.emulator.demo import build_demo
@@ -212,7 +212,14 @@ def test_the_migration_fills_the_table_for_a_store_written_before_it(url):
             by_kind.setdefault(kind, {})[obj["id"]] = row_for(obj, NOW)
     with engine.begin() as conn:
         for kind, rows in by_kind.items():
-            store._upsert(conn, table_for(kind), list(rows.values()))
+            if kind == "invoice_payment":
+                continue  # no such table at 0004: the migration makes the rows from the invoices' JSON
+            name = table_for(kind).__tablename__
+            columns = [c["name"] for c in inspect(conn).get_columns(name)]  # as they were at 0004
+            insert = (
+                f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+            )
+            conn.execute(text(insert), [{c: r[c] for c in columns} for r in rows.values()])
         before = conn.execute(text("SELECT COUNT(*) FROM payments")).scalar_one()  # the old view
     engine.dispose()
     migrated = store.open_store(url)

@@ -19,7 +19,7 @@ from monitor.emulator.shapes import example
 from monitor.errors import StripeAuthError, StripeUnavailable
 from monitor.models import STRIPE_TABLES, SyncWindow
 from monitor.stripe_source import RESOURCES, StripeSource
-from monitor.sync import STOP_AFTER_FAILURES, sync
+from monitor.sync import STOP_AFTER_FAILURES, SyncIncomplete, sync
 from tests.conftest import REPO_ROOT
 from tests.services import clean_env
 from tests.stripe_cast import Account, many_sessions
@@ -117,7 +117,7 @@ def test_injected_500s_and_429s_leave_the_same_store_as_a_fault_free_run(engine,
                     now=NOW,
                 )
                 break
-            except StripeUnavailable:
+            except (StripeUnavailable, SyncIncomplete):
                 continue
         else:
             pytest.fail("sync never completed under injected faults")
@@ -136,8 +136,10 @@ def test_a_resource_stripe_keeps_failing_on_does_not_stop_the_others(engine, ref
             return answer(method, target, headers, body)
 
         running.emulator.handle = invoices_down
-        with pytest.raises(StripeUnavailable, match="invoices"):
+        with pytest.raises(SyncIncomplete, match="invoices") as failure:
             sync(engine, source(running, max_network_retries=0), now=NOW)
+        assert set(failure.value.failed) == {"invoices"}
+        assert isinstance(failure.value.failed["invoices"], StripeUnavailable)
         # Every other resource's pages came in all the same (this account has no invoices to miss).
         assert dump(engine) == reference
         with engine.connect() as conn:
@@ -174,7 +176,7 @@ def test_a_timeout_mid_sync_fails_cleanly_and_the_next_run_completes_the_store(e
             if n == 3:  # the server hangs from the fourth page on
                 running.emulator.latency_ms = 1000
 
-        with pytest.raises(StripeUnavailable):
+        with pytest.raises((StripeUnavailable, SyncIncomplete)):
             sync(engine, slow, now=NOW, progress=progress)
         running.emulator.latency_ms = 0
         with engine.connect() as conn:

@@ -346,4 +346,37 @@ def page(title: str, icon: str, intro: str | None = None) -> Operator:
     if intro:
         st.caption(intro)
     bring_demo_up_to_date()
+    _snapshot_banner(cfg)
     return who
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _snapshot_status(db: tuple):
+    from monitor import views
+
+    return views.snapshot_status(reader())
+
+
+def _snapshot_banner(cfg: Config) -> None:
+    """On every page: what the Stripe snapshot lacks and what was therefore not judged."""
+    status = _snapshot_status(key())
+    if status.complete:
+        return
+    lines = [
+        f"- **{md_escape(g.resource)}** never synced completely: {md_escape(cfg.mask(g.why()), 300)}"
+        for g in status.state.missing
+    ]
+    lines += [
+        f"- **{md_escape(g.resource)}** failed in the latest sync (older data shown): "
+        f"{md_escape(cfg.mask(g.why()), 300)}"
+        for g in status.state.failing
+    ]
+    lines += [
+        f"- not judged: **{md_escape(kind)}**: {md_escape(cfg.mask(why), 300)}"
+        for kind, why in sorted(status.held_back.items())
+    ]
+    st.warning(
+        "**The Stripe snapshot is incomplete**: findings that need what is missing are held back, not "
+        "reported.\n" + "\n".join(lines),
+        icon=":material/report:",
+    )

@@ -12,12 +12,20 @@ from monitor.views.discrepancies import FINDING_COLUMNS, find_findings, finding_
 from monitor.views.finance import finance
 from monitor.views.infrastructure import infrastructure
 from monitor.views.links import stripe_dashboard_url
-from monitor.views.status import findings_summary, freshness, parity_history, status_strip
+from monitor.views.status import (
+    SnapshotStatus,
+    findings_summary,
+    freshness,
+    parity_history,
+    snapshot_status,
+    status_strip,
+)
 from monitor.views.webhooks import webhook_overview
 
 __all__ = [
     "FINDING_COLUMNS",
     "CustomerView",
+    "SnapshotStatus",
     "audit_log",
     "customer_lookup",
     "find_findings",
@@ -27,6 +35,7 @@ __all__ = [
     "freshness",
     "infrastructure",
     "parity_history",
+    "snapshot_status",
     "status_strip",
     "stripe_dashboard_url",
     "webhook_overview",

@@ -3,11 +3,14 @@ monitor's own data is fresh."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
+from monitor import snapshot
+from monitor.completeness import SnapshotState
 from monitor.findings import AT_RISK_KINDS, CRITICAL, KINDS, WARNING
 from monitor.lifecycle import ACKNOWLEDGED, OPEN
 from monitor.models import FindingRow, JobRun
@@ -158,3 +161,31 @@ def freshness(engine: Engine, *, now: datetime, sync_interval: int, probe_interv
         "stale": sync_stale or scheduler_stale,
         "message": message,
     }
+
+
+@dataclass(frozen=True)
+class SnapshotStatus:
+    """The snapshot's completeness (monitor.completeness.SnapshotState) and the kinds the last reconcile
+    held back, with why (kind -> one line)."""
+
+    state: SnapshotState
+    held_back: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.state.complete and not self.held_back
+
+
+def snapshot_status(engine: Engine) -> SnapshotStatus:
+    """What every page's banner says when the snapshot is incomplete: the resources missing or failing
+    (with Stripe's words), and what the last successful reconcile therefore did not judge."""
+    with engine.connect() as conn:
+        state = snapshot.read_state(conn)
+        counts = conn.execute(
+            select(_j.c.counts)
+            .where(_j.c.job == "reconcile", _j.c.outcome == "ok")
+            .order_by(_j.c.started_at.desc(), _j.c.id.desc())
+            .limit(1)
+        ).scalar()
+    held = (loads(counts) or {}).get("held_back") or {}
+    return SnapshotStatus(state, dict(held))

@@ -7,7 +7,8 @@ Create Date: 2026-11-27 15:20:00.000000
 The `payments` view becomes `payment_sources` (the same definition), and `payments` becomes a table: that
 view materialised with each payment's refunded amount, latest dispute, Stripe subscription status and
 announcing event, kept up to date by store.save_objects (monitor/payment_table.py). Reading every payment
-is then one pass over a narrow table instead of the view's joins over the objects' raw JSON.
+is then one pass over a narrow table instead of the view's joins over the objects' raw JSON. Revision 0006
+fills it.
 """
 
 import importlib.util
@@ -15,8 +16,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
-
-from monitor import payment_table
 
 revision = "0005"
 down_revision = "0004"
@@ -65,7 +64,8 @@ def upgrade() -> None:
     )
     for column in INDEXED:
         op.create_index(op.f(f"ix_payments_{column}"), "payments", [column], unique=False)
-    payment_table.rebuild(op.get_bind())
+    # The table is filled by the last revision that changes what a payment is (0006): monitor.payment_table
+    # computes rows for the newest definition, which this revision's tables cannot answer yet.
 
 
 def downgrade() -> None:
