@@ -113,7 +113,10 @@ def test_events_of_one_second_leave_the_newest_state_even_across_a_page_boundary
     sub["status"] = "canceled"
     a.event("customer.subscription.deleted", sub, second)
     invoice = pay["invoices"][0]["in"]
-    for n in range(99):  # newer events of that second: the invoice's pair straddles the first page's end
+    # Newer events of that second, so that the subscription's pair straddles the end of the first page:
+    # listed newest first, page 1 is checkout.session.completed (a second later), these 98, then
+    # customer.subscription.deleted; customer.subscription.updated opens page 2.
+    for n in range(98):
         a.event("customer.created", example("customer", id=f"cus_filler{n:03d}", created=second), second)
     # The invoice's events happened at `second` too: move them there, oldest first as they were added.
     for o in a.objects:
@@ -225,7 +228,8 @@ def test_an_invoice_paid_event_keeps_the_invoices_payments_and_its_intent_stays_
         sync(sqlite_store, source)
         renewal = pay["invoices"][1]
         invoice = running.emulator.store.retrieve("invoice", renewal["in"]).decoded()
-        running.emulator.upsert([example("event", **_event_about(invoice, now - 5))])
+        time.sleep(1.1)  # the event comes after the list copy was fetched: its copy is the fresher one
+        running.emulator.upsert([example("event", **_event_about(invoice, now_s()))])
         sync(sqlite_store, source)
     payments = payments_of(sqlite_store).set_index("payment_id")
     assert renewal["pis"][0] not in payments.index  # not a standalone payment
