@@ -52,39 +52,8 @@ class Account:
         """A paid one-time Checkout Session with its customer, PaymentIntent, Charge and event."""
         created = self.now - age_s
         cus = self.customer(email, created - 60)
-        pi, ch, cs, evt = self.id("pi"), self.id("ch"), self.id("cs"), self.id("evt")
-        self.objects.append(
-            example(
-                "payment_intent",
-                id=pi,
-                amount=amount,
-                amount_received=amount,
-                currency="usd",
-                status="succeeded",
-                customer=cus,
-                latest_charge=ch,
-                created=created,
-                livemode=False,
-            )
-        )
-        self.objects.append(
-            example(
-                "charge",
-                id=ch,
-                amount=amount,
-                amount_refunded=refunded,
-                refunded=refunded >= amount,
-                disputed=dispute is not None,
-                paid=True,
-                captured=True,
-                status="succeeded",
-                currency="usd",
-                customer=cus,
-                payment_intent=pi,
-                created=created,
-                livemode=False,
-            )
-        )
+        pi, ch = self.intent(cus, amount, created, refunded=refunded, disputed=dispute is not None)
+        cs, evt = self.id("cs"), self.id("evt")
         details = dict(example("checkout.session")["customer_details"], email=email)
         session = example(
             "checkout.session",
@@ -174,7 +143,16 @@ class Account:
         )
         return evt
 
-    def intent(self, cus: str, amount: int, created: int, *, status: str = "succeeded") -> tuple[str, str]:
+    def intent(
+        self,
+        cus: str,
+        amount: int,
+        created: int,
+        *,
+        status: str = "succeeded",
+        refunded: int = 0,
+        disputed: bool = False,
+    ) -> tuple[str, str]:
         """A PaymentIntent of today's shape (no `invoice` field) and its charge: (pi id, charge id)."""
         pi, ch = self.id("pi"), self.id("ch")
         intent = example(
@@ -196,9 +174,9 @@ class Account:
                 "charge",
                 id=ch,
                 amount=amount,
-                amount_refunded=0,
-                refunded=False,
-                disputed=False,
+                amount_refunded=refunded,
+                refunded=refunded >= amount,
+                disputed=disputed,
                 paid=status == "succeeded",
                 captured=status == "succeeded",
                 status="succeeded" if status == "succeeded" else "failed",

@@ -6,6 +6,7 @@ when expanded and never inside events, a list refused with Stripe's 403 permissi
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from sqlalchemy import select, text
 
 from monitor import config as config_module
 from monitor import pipeline, snapshot, store
+from monitor.app_db import AppDatabase, load_mapping
 from monitor.completeness import ResourceGap, SnapshotState
 from monitor.emulator import server
 from monitor.emulator.shapes import example
@@ -46,40 +48,16 @@ def payments_of(engine) -> pd.DataFrame:
 
 
 def rows_of(a: Account) -> pd.DataFrame:
-    """The app's rows of `a` as the subscriptions frame reconcile() takes."""
-    return pd.DataFrame(
-        [
-            {
-                "id": r["id"],
-                "email": r["customer_email"],
-                "customer_id": r["stripe_customer_id"],
-                "checkout_session_id": r["stripe_checkout_session_id"],
-                "payment_intent_id": r["stripe_payment_intent_id"],
-                "stripe_subscription_id": r["stripe_subscription_id"],
-                "amount": r["amount"],
-                "currency": r["currency"],
-                "status": r["status"],
-                "created_at": pd.Timestamp(r["created_at"], tz="UTC"),
-                "activated_at": pd.Timestamp(r["activated_at"], tz="UTC") if r["activated_at"] else pd.NaT,
-                "current_period_end": pd.Timestamp(r["current_period_end"], tz="UTC"),
-            }
-            for r in a.rows
-        ],
-        columns=[
-            "id",
-            "email",
-            "customer_id",
-            "checkout_session_id",
-            "payment_intent_id",
-            "stripe_subscription_id",
-            "amount",
-            "currency",
-            "status",
-            "created_at",
-            "activated_at",
-            "current_period_end",
-        ],
-    )
+    """The app's rows of `a`, written to an app database of the default schema and read as the monitor
+    reads them: the subscriptions frame reconcile() takes."""
+    with tempfile.TemporaryDirectory() as where:
+        url = f"sqlite:///{where}/app.db"
+        a.write_app_db(url)
+        app = AppDatabase(url, load_mapping("default"))
+        try:
+            return app.read_subscriptions()
+        finally:
+            app.dispose()
 
 
 def synced(a: Account, engine, **emulator_options):
