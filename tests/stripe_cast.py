@@ -85,18 +85,7 @@ class Account:
             )
         )
         if refunded:
-            self.objects.append(
-                example(
-                    "refund",
-                    id=self.id("re"),
-                    amount=refunded,
-                    charge=ch,
-                    payment_intent=pi,
-                    currency="usd",
-                    status="succeeded",
-                    created=created + 60,
-                )
-            )
+            self.refund(pi, ch, refunded, created + 60)
         if dispute:
             self.objects.append(
                 example(
