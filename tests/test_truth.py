@@ -154,14 +154,12 @@ def histories(draw):
         page = listing[start : start + size]
         ranks, tie = listing_ranks(page, tie)
         pages.append(("events", page, ranks, int(time.time())))
-    for _ in range(draw(st.integers(0, 3))):  # list copies, each showing the state at its fetch time
-        at = draw(st.integers(1_000, clock + 2))
-        seen = {}
-        for c, _, o in versions:
-            if c < at:  # a copy fetched during second `at` may not show that second's changes: never newer
-                seen[o["id"]] = o
-        if seen:
-            pages.append(("list", list(seen.values()), None, at))
+    # List copies, each fetched right after some change: it shows every change made until then (those of
+    # its own second included) and is stamped with that second.
+    for _ in range(draw(st.integers(0, 3))):
+        upto = draw(st.integers(0, len(versions) - 1))
+        seen = {o["id"]: o for _, _, o in versions[: upto + 1]}
+        pages.append(("list", list(seen.values()), None, versions[upto][0]))
     newest = {}
     for _, _, o in sorted(versions, key=lambda x: (x[0], x[1])):
         newest[o["id"]] = o["status"]
