@@ -46,26 +46,35 @@ def _quoted(values: Iterable[str]) -> str:
 
 
 _PI = "v.payment_intent_id"
-# Every PaymentIntent of the payment: its own, and those of its invoice.
-_PIS = f"""(SELECT {_PI} UNION SELECT ip.payment_intent_id FROM stripe_invoice_payments ip
-      WHERE ip.invoice_id = v.invoice_id AND ip.payment_intent_id IS NOT NULL)"""
-_OF_PI_CHARGES = f"(SELECT ch.id FROM stripe_charges ch WHERE ch.payment_intent_id IN {_PIS})"
-_REFUNDED = f"""COALESCE((SELECT SUM(r.amount) FROM stripe_refunds r
-      WHERE r.payment_intent_id IN {_PIS} AND r.status IN ({_quoted(REFUND_STATUSES)})), 0)
-    + COALESCE((SELECT SUM(r.amount) FROM stripe_refunds r
-      WHERE r.charge_id IN {_OF_PI_CHARGES} AND COALESCE(r.payment_intent_id, '') = ''
-        AND r.status IN ({_quoted(REFUND_STATUSES)})), 0)"""
-_CHARGE_REFUNDED = (
-    f"COALESCE((SELECT SUM(ch.amount_refunded) FROM stripe_charges ch WHERE ch.payment_intent_id IN {_PIS} "
-    "AND ch.amount_refunded > 0), 0)"
-)
+_REFUNDING = f"r.status IN ({_quoted(REFUND_STATUSES)})"
 # Each lookup goes through an index: by payment_intent_id, or by charge ids found by payment_intent_id
 # (`COALESCE(.., '') = ''` rather than `IS NULL`, so SQLite does not walk every refund without an intent).
+_OF_PI_CHARGES = f"(SELECT ch.id FROM stripe_charges ch WHERE ch.payment_intent_id = {_PI})"
+# An invoice paid by several PaymentIntents: the others than the payment's own, joined to what refers to them
+# (their refunds name them: refunds without an intent are of older charges, before invoices had several).
+_OTHERS = f"""stripe_invoice_payments ip JOIN {{table}} ON {{alias}}.payment_intent_id = ip.payment_intent_id
+      WHERE ip.invoice_id = v.invoice_id AND ip.payment_intent_id <> {_PI}"""
+_REFUNDS = f"""COALESCE((SELECT SUM(r.amount) FROM stripe_refunds r WHERE r.payment_intent_id = {_PI} AND {_REFUNDING}), 0)
+    + COALESCE((SELECT SUM(r.amount) FROM stripe_refunds r
+      WHERE r.charge_id IN {_OF_PI_CHARGES} AND COALESCE(r.payment_intent_id, '') = '' AND {_REFUNDING}), 0)
+    + COALESCE((SELECT SUM(r.amount) FROM {_OTHERS.format(table="stripe_refunds r", alias="r")}
+      AND {_REFUNDING}), 0)"""
+_CHARGE_REFUNDS = f"""COALESCE((SELECT SUM(ch.amount_refunded) FROM stripe_charges ch
+      WHERE ch.payment_intent_id = {_PI} AND ch.amount_refunded > 0), 0)
+    + COALESCE((SELECT SUM(ch.amount_refunded) FROM {_OTHERS.format(table="stripe_charges ch", alias="ch")}
+      AND ch.amount_refunded > 0), 0)"""
+# The larger of the refunds and the charges' own `amount_refunded`.
+_REFUNDED = f"""CASE WHEN {_PI} IS NULL THEN 0 ELSE (
+    SELECT CASE WHEN x.refunds >= x.charges THEN x.refunds ELSE x.charges END
+    FROM (SELECT {_REFUNDS} AS refunds, {_CHARGE_REFUNDS} AS charges) x) END"""
+# The status of the latest dispute (by created, then id).
 _DISPUTE = f"""(SELECT d.status FROM (
-      SELECT d.status, d.created, d.id FROM stripe_disputes d WHERE d.payment_intent_id IN {_PIS}
+      SELECT d.status, d.created, d.id FROM stripe_disputes d WHERE d.payment_intent_id = {_PI}
       UNION ALL
       SELECT d.status, d.created, d.id FROM stripe_disputes d
       WHERE d.charge_id IN {_OF_PI_CHARGES} AND COALESCE(d.payment_intent_id, '') = ''
+      UNION ALL
+      SELECT d.status, d.created, d.id FROM {_OTHERS.format(table="stripe_disputes d", alias="d")}
     ) d ORDER BY d.created DESC, d.id DESC LIMIT 1)"""
 _PREFERENCE = " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(PAYMENT_EVENT_TYPES))
 _EVENT = f"""(SELECT e.id FROM stripe_events e
@@ -76,9 +85,7 @@ _SELECT = f"""
 SELECT v.payment_id, v.source, v.checkout_session_id, v.payment_intent_id, v.invoice_id, v.stripe_subscription_id,
   (SELECT b.status FROM stripe_subscriptions b WHERE b.id = v.stripe_subscription_id),
   v.customer_id, v.customer_email, v.amount, v.currency, v.created,
-  CASE WHEN {_PI} IS NULL THEN 0 ELSE (
-    SELECT CASE WHEN x.refunds >= x.charges THEN x.refunds ELSE x.charges END
-    FROM (SELECT {_REFUNDED} AS refunds, {_CHARGE_REFUNDED} AS charges) x) END,
+  {_REFUNDED},
   {_DISPUTE},
   v.billing_reason, v.period_end,
   {_EVENT},

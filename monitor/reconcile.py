@@ -213,7 +213,6 @@ def reconcile(
         ("created_at", "activated_at", "current_period_end"),
         "subscriptions",
     )
-    rows = _with_session_subscriptions(pay, rows)
     w = _World(pay, rows, now_us, grace_us, {s.strip().lower() for s in active_statuses})
     w.limit(scope, snapshot or SnapshotState())
     unpaid, named = _paid_without_subscription(w)
@@ -262,27 +261,6 @@ def _prepare(
     return pd.DataFrame(out)
 
 
-def _with_session_subscriptions(pay: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows that name a Checkout Session but no Stripe subscription take the subscription of that
-    session's payment: an app that stores only the session id still owns the renewals."""
-    lacking = rows["stripe_subscription_id"].isna() & rows["checkout_session_id"].notna()
-    if not lacking.any():
-        return rows
-    known = pay.loc[pay["checkout_session_id"].notna() & pay["stripe_subscription_id"].notna()]
-    if known.empty:
-        return rows
-    of_session = pd.Series(
-        known["stripe_subscription_id"].to_numpy(), index=known["checkout_session_id"].to_numpy()
-    )
-    of_session = of_session[~of_session.index.duplicated()]
-    filled = rows["checkout_session_id"].where(lacking).map(of_session)
-    if not filled.notna().any():
-        return rows
-    rows = rows.copy()
-    rows["stripe_subscription_id"] = rows["stripe_subscription_id"].where(~lacking, filled)
-    return rows
-
-
 def _micros(t: datetime) -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
@@ -301,8 +279,14 @@ def _micros_array(s: pd.Series) -> np.ndarray:
 
 def _joint_codes(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
     """Codes for the values of two text columns in one space; missing is -1."""
-    codes, uniques = pd.factorize(pd.concat([a, b], ignore_index=True))
+    codes, uniques = _joint_values(a, b)
     return codes[: len(a)], codes[len(a) :], len(uniques)
+
+
+def _joint_values(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes for the values of `a` then `b` in one space (missing is -1), and the values by code."""
+    codes, uniques = pd.factorize(pd.concat([a, b], ignore_index=True))
+    return codes, np.asarray(uniques)
 
 
 def _chronological(created: np.ndarray, payment_id: pd.Series) -> np.ndarray:
@@ -353,9 +337,9 @@ class _World:
         self.rank[self.order] = np.arange(n_pay)
 
         # Stripe subscription ids of payments and rows, in one code space.
-        self.pay_sub, self.row_sub, n_subs = _joint_codes(
-            pay["stripe_subscription_id"], rows["stripe_subscription_id"]
-        )
+        codes, self.sub_ids = _joint_values(pay["stripe_subscription_id"], rows["stripe_subscription_id"])
+        self.pay_sub, self.row_sub = codes[:n_pay], codes[n_pay:]
+        n_subs = len(self.sub_ids)
         n_subs = max(n_subs, 1)  # per-subscription arrays are indexed with max(code, 0)
         with_sub = self.pay_sub >= 0
         self.sub_latest = _group_max(n_subs, self.pay_sub[with_sub], self.rank[with_sub], -1)
@@ -421,6 +405,11 @@ class _World:
         pays, rows, keys = [], [], []
         for key, column in enumerate(_STRONG_KEYS):
             if column == "stripe_subscription_id":
+                # A row naming a session but no subscription takes its session's payment's subscription,
+                # so the subscription's renewals match it too (an app that stores only the session id).
+                p, r = pays[_BY_SESSION], rows[_BY_SESSION]
+                fill = (self.row_sub[r] < 0) & (self.pay_sub[p] >= 0)
+                self.row_sub[r[fill]] = self.pay_sub[p[fill]]
                 pc, rc = self.pay_sub, self.row_sub
             else:
                 pc, rc, _ = _joint_codes(self.pay[column], self.rows[column])
@@ -709,7 +698,7 @@ def _duplicates(w: _World) -> list[Finding]:
         if tuple(rs) in seen:
             continue
         seen.add(tuple(rs))
-        sub_id = rv(rs[0], "stripe_subscription_id")
+        sub_id = w.sub_ids[s]
         hint = f"rows {_and(rv(r, 'id') for r in rs)} are {_all(rs)} active for Stripe subscription {sub_id}"
         p = sub_payment[s]
         if p >= 0:

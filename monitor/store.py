@@ -130,7 +130,12 @@ def open_store(url: str) -> Engine:
 
 def _upsert(conn: Connection, model, rows: list[dict]) -> None:
     """Insert rows, or update the stored copy where the new one is at least as fresh: a later
-    `snapshot_at`, or the same one with a `snapshot_seq` at least as high."""
+    `snapshot_at`, or the same one with a `snapshot_seq` at least as high.
+
+    Only a copy that differs is written (a re-sync of unchanged objects writes nothing), with one
+    exception: an event's copy identical to the stored one but later in the same second raises its stamp.
+    A list copy of that second (seq 0) was read at an unknown moment of it; the event shows it is at least
+    that new, so an older event of the second must not replace it later."""
     if not rows:
         return
     table = model.__table__
@@ -138,14 +143,12 @@ def _upsert(conn: Connection, model, rows: list[dict]) -> None:
     stmt = dialect.insert(table)
     columns = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
     new, old = stmt.excluded, table.c
-    fresher = (new.snapshot_at > old.snapshot_at) | (
-        (new.snapshot_at == old.snapshot_at) & (new.snapshot_seq >= old.snapshot_seq)
-    )
+    same_second = new.snapshot_at == old.snapshot_at
+    fresher = (new.snapshot_at > old.snapshot_at) | (same_second & (new.snapshot_seq >= old.snapshot_seq))
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.id],
         set_=columns,
-        # Only a fresher copy that differs is written: a re-sync of unchanged objects writes nothing.
-        where=fresher & (new.raw != old.raw),
+        where=(fresher & (new.raw != old.raw)) | (same_second & (new.snapshot_seq > old.snapshot_seq)),
     )
     conn.execute(stmt, rows)
 

@@ -166,7 +166,7 @@ def histories(draw):
     return draw(st.permutations(pages)), newest
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(histories())
 def test_any_interleaving_of_list_pages_and_event_pages_stores_the_newest_state(sqlite_store, case):
     """Property: whatever order pages of the events listing and list copies are saved in (a sync's windows
