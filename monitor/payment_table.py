@@ -52,8 +52,9 @@ _REFUNDING = f"r.status IN ({_quoted(REFUND_STATUSES)})"
 _OF_PI_CHARGES = f"(SELECT ch.id FROM stripe_charges ch WHERE ch.payment_intent_id = {_PI})"
 # An invoice paid by several PaymentIntents: the others than the payment's own, joined to what refers to them
 # (their refunds name them: refunds without an intent are of older charges, before invoices had several).
+# (`v.invoice_id IS NOT NULL` first: a one-time filter, so payments without an invoice skip the scan.)
 _OTHERS = f"""stripe_invoice_payments ip JOIN {{table}} ON {{alias}}.payment_intent_id = ip.payment_intent_id
-      WHERE ip.invoice_id = v.invoice_id AND ip.payment_intent_id <> {_PI}"""
+      WHERE v.invoice_id IS NOT NULL AND ip.invoice_id = v.invoice_id AND ip.payment_intent_id <> {_PI}"""
 _REFUNDS = f"""COALESCE((SELECT SUM(r.amount) FROM stripe_refunds r WHERE r.payment_intent_id = {_PI} AND {_REFUNDING}), 0)
     + COALESCE((SELECT SUM(r.amount) FROM stripe_refunds r
       WHERE r.charge_id IN {_OF_PI_CHARGES} AND COALESCE(r.payment_intent_id, '') = '' AND {_REFUNDING}), 0)
