@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -334,25 +335,31 @@ class CheckReport:
         }
 
 
-def _within(seconds: float, fn: Callable, *args):
-    """fn(*args) in a daemon thread; its result, or TimeoutError when it has not answered in time (a hung
-    database must not hang the check, and a daemon thread does not delay the process's exit)."""
-    box: dict = {}
+class _Background:
+    """fn(*args) started at once in a daemon thread: a hung database must not hang the check, and a daemon
+    thread does not delay the process's exit. `result(timeout)` is its result, its exception, or a
+    TimeoutError when it has not answered in time."""
 
-    def run() -> None:
-        try:
-            box["result"] = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller below
-            box["error"] = e
+    def __init__(self, fn: Callable, *args):
+        self._box: dict = {}
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"no answer within {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+        def run() -> None:
+            try:
+                self._box["result"] = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller by result()
+                self._box["error"] = e
+
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def result(self, timeout: float):
+        self._thread.join(max(0.0, timeout))
+        if self._thread.is_alive():
+            raise TimeoutError(f"no answer within {time.monotonic() - self._started:.1f} s")
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["result"]
 
 
 def _store_state(config: Config, now: datetime) -> dict:
@@ -380,23 +387,10 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
     from monitor import probes
 
     now = now or now_utc()
-    notes: list[str] = []
-    state: dict | None = None
-    try:
-        state = _within(CHECK_DEADLINE_S - 1, _store_state, config, now)
-    except Exception as e:  # noqa: BLE001 - the store is one of the things check reports on
-        notes.append(f"the monitor's store could not be read: {config.mask(str(e))}")
-
-    max_age = timedelta(seconds=2 * min(config.probe_interval, config.sync_interval))
-    extra: dict[str, Callable] = {
-        "scheduler": lambda: probes.probe_scheduler(
-            state["heartbeat"] if state else None, now=now_utc(), max_age=max_age
-        )
-    }
-    if state is None:
-        extra["scheduler"] = lambda: probes.ProbeResult(
-            "scheduler", "unknown", "the monitor's store could not be read", None, now_utc()
-        )
+    # One deadline for everything: the store is read while the components are probed, never after.
+    deadline = time.monotonic() + CHECK_DEADLINE_S
+    reading = _Background(_store_state, config, now)
+    extra: dict[str, Callable] = {}
     if config.demo:
 
         def demo_stripe():
@@ -406,6 +400,20 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
 
         extra["stripe_api"] = demo_stripe
     components = probes.run_probes(config, deadline_s=CHECK_DEADLINE_S - 0.5, extra=extra)
+    notes: list[str] = []
+    state: dict | None = None
+    try:
+        state = reading.result(deadline - 0.3 - time.monotonic())
+    except Exception as e:  # noqa: BLE001 - the store is one of the things check reports on
+        notes.append(f"the monitor's store could not be read: {config.mask(str(e))}")
+    if state is None:
+        scheduler = probes.ProbeResult(
+            "scheduler", "unknown", "the monitor's store could not be read", None, now_utc()
+        )
+    else:
+        max_age = timedelta(seconds=2 * min(config.probe_interval, config.sync_interval))
+        scheduler = probes.probe_scheduler(state["heartbeat"], now=now_utc(), max_age=max_age)
+    components.append(scheduler)
     if state is not None:
         components = [with_endpoint_audit(c, config, state["endpoints"]) for c in components]
         components = [with_sync_failures(c, state["snapshot"]) for c in components]
@@ -429,9 +437,9 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
             }
             for c in components
         ]
-        with contextlib.suppress(Exception), state["engine"].begin() as conn:
-            store.save_probe_results(conn, rows)
-        state["engine"].dispose()
+        # Kept for the history, within what is left of the deadline (a slow store must not delay the answer).
+        with contextlib.suppress(Exception):
+            _Background(_save_probe_results, state["engine"], rows).result(deadline - time.monotonic())
     return CheckReport(
         status=verdict(components, findings, store_read=state is not None),
         components=components,
@@ -440,6 +448,14 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
         last_sync_age_s=last_sync_age,
         notes=notes,
     )
+
+
+def _save_probe_results(engine: Engine, rows: list[dict]) -> None:
+    try:
+        with engine.begin() as conn:
+            store.save_probe_results(conn, rows)
+    finally:
+        engine.dispose()
 
 
 def with_endpoint_audit(result, config: Config, endpoints: list[dict]):

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.pipeline import verdict
+from monitor.config import load
+from monitor.pipeline import run_check, verdict
 from tests.services import free_port
 
 COMPONENTS = {"stripe_api", "monitor_db", "app_db", "webhook_endpoint", "scheduler"}
@@ -91,6 +92,28 @@ def test_check_answers_in_time_when_everything_is_dead_or_hung(cli, hung_port):
     for name in ("redis:hung", "redis:dead", "stripe_api", "app_db", "webhook_endpoint"):
         assert component(report, name)["status"] == "down", component(report, name)
     assert "pw@" not in run.stdout
+
+
+def test_check_keeps_its_deadline_when_its_own_store_hangs_too(hung_port, tmp_path):
+    """The store's read and the probes share one deadline: with the monitor's own store on a PostgreSQL
+    that accepts and never answers (and every component dead or hung), check answers within 5 s."""
+    config = load(
+        {
+            "MONITOR_DATABASE_URL": f"postgresql://monitor:pw@127.0.0.1:{hung_port}/monitor",
+            "APP_DATABASE_URL": f"postgresql://app:pw@127.0.0.1:{hung_port}/app",
+            "REDIS_URLS": f"hung=redis://127.0.0.1:{hung_port}/0",
+            "STRIPE_API_KEY": "sk_test_nothing_answers",
+            "STRIPE_API_BASE": f"http://127.0.0.1:{hung_port}",
+        },
+        toml_path=tmp_path / "none.toml",
+    )
+    started = time.monotonic()
+    report = run_check(config)
+    took = time.monotonic() - started
+    assert took < 5.0, took
+    assert report.status == "CRITICAL"
+    assert {c.name: c.status for c in report.components}["scheduler"] == "unknown"
+    assert any("store could not be read" in n for n in report.notes)
 
 
 def test_check_writes_prometheus_metrics_in_the_text_format(cli, tmp_path):
