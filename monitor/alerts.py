@@ -19,14 +19,23 @@ A claimed alert whose delivery failed is not retried: the row shows it, and the 
 
 No secret in an alert: every text passes through `Config.mask`, and targets are shown in apprise's privacy
 form without their query string.
+
+Customer- and Stripe-supplied text (e-mails, ids, hints, error texts) is data, never markup (issue 14): an
+alert is built as `Text`, the monitor's words and `Data` fields apart. When it is sent, each field is made one
+line, capped and escaped for the target's markup (`markup_for`, chosen by the URL's scheme); the body goes to
+apprise as plain text (`NotifyFormat.TEXT`), so apprise escapes it for HTML e-mail and Slack itself; the
+whole message is capped to what every target accepts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -50,6 +59,12 @@ OUTAGE_LOOKBACK = timedelta(hours=6)  # probe history read for ongoing outages
 SEND_TIMEOUT_S = 20  # apprise's limit for one notify() call (its plugins add their own socket timeouts)
 CAP_WINDOW = timedelta(hours=1)
 REPAIRABLE = ("paid_without_subscription", "subscription_not_active")
+# Caps, in characters. A field is cut with "…"; a message at whole lines, saying how many it left out.
+NAME_CAP = 120  # an e-mail, a name, an id, an amount
+DETAIL_CAP = 200  # an error text, a probe's detail, a list of rows
+HINT_CAP = 500  # a root-cause hint: the monitor's sentences around app strings (the demo's longest: ~410)
+TITLE_CAP = 150  # Slack's limit for a header block's text
+MESSAGE_CAP = 3000  # Slack's limit for a section block's text; every target gets the same
 # The scheduler component is the process that sends these alerts: while it runs it is up, and when it is
 # down nothing here runs. Watch it from outside (`python -m monitor check` exits 2 when it is down).
 NOT_ALERTED = frozenset({"scheduler"})
@@ -61,12 +76,23 @@ _evaluation = threading.Lock()
 
 
 @dataclass(frozen=True)
+class Data:
+    """A string from Stripe, the app's database or a probe, inside an alert's text."""
+
+    value: str
+    cap: int = DETAIL_CAP
+
+
+Text = tuple[str | Data, ...]  # the monitor's own words and data fields, in order
+
+
+@dataclass(frozen=True)
 class Alert:
     key: str
     kind: str  # finding | outage | recovery
-    title: str
-    message: str
-    summary: str  # the one line a digest shows for it
+    title: Text | str
+    message: Text | str
+    summary: Text | str  # the one line a digest shows for it
 
     @property
     def notify_type(self) -> str:
@@ -78,8 +104,8 @@ class Message:
     """What is sent: one alert, or a digest of several."""
 
     keys: tuple[str, ...]
-    title: str
-    body: str
+    title: Text | str
+    body: Text | str
     notify_type: str
 
 
@@ -180,58 +206,75 @@ def _money(f: dict) -> str:
     )
 
 
+def _masked(config: Config, parts: list) -> Text:
+    """Secrets masked in the words and in each field's whole value, before a cap could cut one apart."""
+    return tuple(Data(config.mask(p.value), p.cap) if isinstance(p, Data) else config.mask(p) for p in parts)
+
+
+def _lines(lines: list[list]) -> list:
+    return [part for i, line in enumerate(lines) for part in ([] if i == 0 else ["\n"]) + line]
+
+
 def finding_alert(f: dict, config: Config) -> Alert:
     """'CRITICAL: paid_without_subscription dana@… USD 149.00': what broke, for whom, how much, and why."""
     who = f.get("customer_email") or f.get("customer_id") or ""
     money = _money(f)
-    title = " ".join(p for p in ("CRITICAL:", f["kind"], who, money) if p)
-    lines = [f"{f['kind']} (critical): {KINDS[f['kind']][1]}."]
+    head: list = [f["kind"]]
+    head += [" ", Data(who, NAME_CAP)] if who else []
+    head += [" ", Data(money, NAME_CAP)] if money else []
+    lines: list[list] = [[f"{f['kind']} (critical): {KINDS[f['kind']][1]}."]]
     if who:
         customer = f.get("customer_id")
-        lines.append(f"Customer: {who}" + (f" ({customer})" if customer and customer != who else ""))
+        extra = [" (", Data(customer, NAME_CAP), ")"] if customer and customer != who else []
+        lines.append(["Customer: ", Data(who, NAME_CAP), *extra])
     if money:
-        lines.append(f"Amount: {money}")
+        lines.append(["Amount: ", Data(money, NAME_CAP)])
     if f.get("payment_id"):
-        lines.append(
-            f"Payment: {f['payment_id']}" + (f" / {pi}" if (pi := f.get("payment_intent_id")) else "")
-        )
+        pi = f.get("payment_intent_id")
+        extra = [" / ", Data(pi, NAME_CAP)] if pi else []
+        lines.append(["Payment: ", Data(f["payment_id"], NAME_CAP), *extra])
     if f.get("subscription_ids"):
-        lines.append("Subscription rows: " + ", ".join(str(s) for s in f["subscription_ids"]))
+        lines.append(["Subscription rows: ", Data(", ".join(str(s) for s in f["subscription_ids"]))])
     if f.get("event_id"):
-        lines.append(f"Stripe event: {f['event_id']}")
+        lines.append(["Stripe event: ", Data(f["event_id"], NAME_CAP)])
     if f.get("hint"):
-        lines.append(f"Root cause: {f['hint']}")
+        lines.append(["Root cause: ", Data(f["hint"], HINT_CAP)])
     if f["kind"] in REPAIRABLE and f.get("payment_id"):
         lines.append(
-            "Fix: Activate on the dashboard's customer page, or "
-            f"`python -m monitor repair {f['payment_id']} --operator YOU --dry-run` first."
+            [
+                "Fix: Activate on the dashboard's customer page, or `python -m monitor repair ",
+                Data(f["payment_id"], NAME_CAP),
+                " --operator YOU --dry-run` first.",
+            ]
         )
-    lines.append(f"Finding {f['id']}, first seen {f.get('first_seen') or '?'}.")
-    summary = title.removeprefix("CRITICAL: ")
-    if f.get("hint"):
-        summary += f": {_first_sentence(f['hint'])}"
+    lines.append([f"Finding {f['id']}, first seen {f.get('first_seen') or '?'}."])
+    summary = head + ([": ", Data(_first_sentence(f["hint"]))] if f.get("hint") else [])
     return Alert(
         key=f"{FINDING}:{f['id']}",
         kind=FINDING,
-        title=config.mask(title),
-        message=config.mask("\n".join(lines)),
-        summary=config.mask(summary),
+        title=_masked(config, ["CRITICAL: ", *head]),
+        message=_masked(config, _lines(lines)),
+        summary=_masked(config, summary),
     )
 
 
 def outage_alert(outage: Outage, config: Config, *, now: datetime) -> Alert:
     since = format_time(outage.start, now=now)
-    error = outage.error or "(no error text)"
+    error = Data(outage.error) if outage.error else "(no error text)"
     return Alert(
         key=outage_key(outage.component, outage.start),
         kind=OUTAGE,
-        title=config.mask(f"DOWN: {outage.component}"),
-        message=config.mask(
-            f"{outage.component} is down since {since}.\nError: {error}\n"
-            "Payments made while it is down may be left without their subscription: the monitor will "
-            "report each one as a finding."
+        title=_masked(config, [f"DOWN: {outage.component}"]),
+        message=_masked(
+            config,
+            [
+                f"{outage.component} is down since {since}.\nError: ",
+                error,
+                "\nPayments made while it is down may be left without their subscription: the monitor will "
+                "report each one as a finding.",
+            ],
         ),
-        summary=config.mask(f"{outage.component} down since {since}: {error}"),
+        summary=_masked(config, [f"{outage.component} down since {since}: ", error]),
     )
 
 
@@ -243,12 +286,16 @@ def recovery_alert(
     return Alert(
         key=recovery_key(component, start),
         kind=RECOVERY,
-        title=config.mask(f"RECOVERED: {component}"),
-        message=config.mask(
-            f"{component} is up again since {format_time(end, now=now)}, after {took} down "
-            f"(since {format_time(start, now=now)}).\nNow: {detail}"
+        title=_masked(config, [f"RECOVERED: {component}"]),
+        message=_masked(
+            config,
+            [
+                f"{component} is up again since {format_time(end, now=now)}, after {took} down "
+                f"(since {format_time(start, now=now)}).\nNow: ",
+                Data(detail or ""),
+            ],
         ),
-        summary=config.mask(f"{component} up again after {took}"),
+        summary=_masked(config, [f"{component} up again after {took}"]),
     )
 
 
@@ -267,16 +314,112 @@ def digest(alerts: list[Alert]) -> Message:
     ]
     head = "CRITICAL" if counts[FINDING] or counts[OUTAGE] else "RECOVERED"
     title = f"{head}: {len(alerts)} alerts ({', '.join(p for p in parts if p)})"
-    body = "\n".join(f"- {a.summary}" for a in alerts)
-    body += "\n\nEach finding's details, hints and repair are on the dashboard and in `python -m monitor reconcile`."
+    body: list = _lines([["- ", *_as_text(a.summary)] for a in alerts])
+    body.append(
+        "\n\nEach finding's details, hints and repair are on the dashboard and in `python -m monitor reconcile`."
+    )
     kind = apprise.NotifyType.FAILURE if head == "CRITICAL" else apprise.NotifyType.SUCCESS
-    return Message(tuple(a.key for a in alerts), title, body, kind)
+    return Message(tuple(a.key for a in alerts), title, tuple(body), kind)
 
 
 def messages_for(alerts: list[Alert]) -> list[Message]:
     if len(alerts) > DIGEST_AFTER:
         return [digest(alerts)]
     return [Message((a.key,), a.title, a.message, a.notify_type) for a in alerts]
+
+
+# --- data as text, for each target's markup -----------------------------------------------------
+
+
+def one_line(value: str) -> str:
+    """`value` as one line of visible text: control and format characters (newlines, terminal escapes,
+    bidirectional overrides) become spaces, and runs of spaces one, so that a field cannot add a line such
+    as "Fix: …" to an alert or reorder what a reader sees."""
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in value)
+    return " ".join(text.split())
+
+
+def cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _field(value: str, limit: int) -> str:
+    """A field one line and at most `limit` characters long; a huge value costs no more than a long one."""
+    line = one_line(value[: 8 * limit])
+    if len(line) <= limit and len(value) <= 8 * limit:
+        return line
+    return line[: limit - 1].rstrip() + "…"
+
+
+def plain_data(text: str) -> str:
+    """Targets that show text as text, or whose markup apprise writes from the plain-text body itself: e-mail
+    (HTML-escaped in an HTML part), JSON, Teams and other markdown-only services (backslash-escaped)."""
+    return text
+
+
+_ANGLES = str.maketrans({"<": "\u2039", ">": "\u203a"})  # ‹ ›
+
+
+def slack_data(text: str) -> str:
+    """Slack. apprise sends the plain-text body with `mrkdwn` off and `&`, `<`, `>` as entities
+    (NotifySlack.dialect_convert in apprise 2.3), so *bold*, `code` and `&…;` in data show as typed, and
+    entities of our own would arrive escaped twice (`&amp;lt;`). Angle brackets become ‹ › so that no
+    `<!channel>`, `<@U…>` or `<http://…|label>` can form even when the URL's `format=markdown` makes apprise
+    write mrkdwn from the text, which leaves a `<` raw."""
+    return text.translate(_ANGLES)
+
+
+_MARKDOWN = re.compile(r"[\\`*~|\[\]]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")  # `_` inside a word is no emphasis
+_MENTION = re.compile(r"(?<!\w)@")  # @channel, @all, @here, @everyone; an e-mail's @ follows a word
+
+
+def markdown_data(text: str) -> str:
+    """Chat services that render markdown and mentions in the text apprise passes them unchanged (Mattermost,
+    Discord, Guilded, Zulip): markdown control characters are backslash-escaped (they render as typed), angle
+    brackets become ‹ › (Mattermost turns Slack's `<url|label>` and `<!channel>` into links and mentions
+    before its markdown runs), and a word joiner after a leading @ keeps a mention from notifying anyone."""
+    text = _MARKDOWN.sub(lambda m: "\\" + m.group(0), text.translate(_ANGLES))
+    return _MENTION.sub("@\u2060", text)
+
+
+MARKUPS: dict[str, Callable[[str], str]] = {
+    "slack": slack_data,
+    **dict.fromkeys(("mmost", "mmosts", "discord", "guilded", "zulip"), markdown_data),
+}
+
+
+def markup_for(url: str) -> Callable[[str], str]:
+    """The escaping for the data in alerts to `url`, by the scheme of apprise's own form of it (so that
+    `https://hooks.slack.com/services/…` is Slack too)."""
+    a = _apprise(url)
+    scheme = urlsplit(a[0].url(privacy=True)).scheme if a is not None else url.split("://")[0]
+    return MARKUPS.get(scheme.lower(), plain_data)
+
+
+def _as_text(text: Text | str) -> Text:
+    return (text,) if isinstance(text, str) else text
+
+
+def render(text: Text | str, markup: Callable[[str], str] = plain_data) -> str:
+    """`text` for one target: the monitor's words as written, each field one line, capped and escaped."""
+    return "".join(p if isinstance(p, str) else markup(_field(p.value, p.cap)) for p in _as_text(text))
+
+
+def cap_message(body: str, limit: int = MESSAGE_CAP) -> str:
+    """`body` within `limit` characters: whole lines from the top, then one line saying how many were cut."""
+    if len(body) <= limit:
+        return body
+    lines = body.split("\n")
+    room = limit - 80  # for the closing line
+    kept: list[str] = []
+    for line in lines:
+        room -= len(line) + 1
+        if room < 0:
+            break
+        kept.append(line)
+    kept = kept or [cap(lines[0], limit - 80)]
+    left = len(lines) - len(kept)
+    return "\n".join(kept) + f"\n… {left} more lines not shown: the dashboard lists every alert."
 
 
 # --- claiming and sending ---------------------------------------------------------------------
@@ -332,13 +475,18 @@ def deliver(config: Config, engine: Engine, message: Message, *, now: datetime) 
                     )
                 )
                 continue
-            body = message.body
+            note = ""
             if used == config.alerts_per_hour - 1:
-                body += (
+                note = (
                     f"\n\n(Alert cap reached: {config.alerts_per_hour} per hour to this target. Further alerts "
                     "this hour are recorded, not sent; the dashboard lists them.)"
                 )
-            deliveries.append(_send(url, target, message.title, body, message.notify_type, config))
+            markup = markup_for(url)
+            title = cap(render(message.title, markup), TITLE_CAP)
+            body = cap_message(render(message.body, markup), MESSAGE_CAP - len(note)) + note
+            deliveries.append(_send(url, target, title, body, message.notify_type, config))
+    # The row and the log get the plain text, capped like what was sent.
+    title, body = cap(render(message.title), TITLE_CAP), cap_message(render(message.body))
     with engine.begin() as conn:
         conn.execute(
             insert(AlertDelivery),
@@ -346,8 +494,8 @@ def deliver(config: Config, engine: Engine, message: Message, *, now: datetime) 
                 {
                     "keys": json.dumps(list(message.keys)),
                     "target": d.target,
-                    "title": message.title,
-                    "message": message.body,
+                    "title": title,
+                    "message": body,
                     "status": d.status,
                     "error": d.error,
                     "duration_ms": d.duration_ms,
@@ -358,9 +506,9 @@ def deliver(config: Config, engine: Engine, message: Message, *, now: datetime) 
         )
     for d in deliveries:
         if d.status == SENT:
-            log.info("alert sent to %s: %s", d.target, message.title)
+            log.info("alert sent to %s: %s", d.target, title)
         elif d.status != NOT_SENT:
-            log.warning("alert %s to %s: %s: %s", d.status, d.target, message.title, d.error)
+            log.warning("alert %s to %s: %s: %s", d.status, d.target, title, d.error)
     return deliveries
 
 
@@ -417,8 +565,15 @@ def _send(url: str, target: str, title: str, body: str, notify_type: str, config
     _quiet_apprise()
     started = time.perf_counter()
     try:
+        # Plain text, declared: apprise then escapes it for each target (an e-mail's HTML part, Slack's
+        # entities). Undeclared, it would pass the body through as the target's markup, HTML included.
         result = a.notify(
-            body=body, title=title, notify_type=notify_type, timeout=SEND_TIMEOUT_S, log_level=logging.DEBUG
+            body=body,
+            title=title,
+            notify_type=notify_type,
+            body_format=apprise.NotifyFormat.TEXT,
+            timeout=SEND_TIMEOUT_S,
+            log_level=logging.DEBUG,
         )
     except Exception as e:  # noqa: BLE001 - a plugin's own bug: recorded on the row like any failure
         return Delivery(target, FAILED, config.mask(f"{type(e).__name__}: {e}"), _ms(started))
