@@ -357,7 +357,8 @@ class ProbeResultRow(Base):
 
 
 class RepairClaim(Base):
-    """One claim per payment, arbitrated by the primary key: who is repairing it now (or last did).
+    """One claim per payment, arbitrated by the primary key: who is repairing it now (or last did). The key
+    is the payment's canonical id (monitor.payment_state.canonical_id), whichever of its ids was given.
 
     A claim is taken by INSERT (first repair) or by a compare-and-set UPDATE on `token` (later repairs, a
     stale claim of a crashed process); whoever changes the row owns the repair until it sets `state`.
@@ -377,7 +378,8 @@ class RepairRecord(Base):
 
     __tablename__ = "repairs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    payment_id: Mapped[str] = mapped_column(String(255))
+    payment_id: Mapped[str] = mapped_column(String(255))  # the payment's canonical id
+    requested_id: Mapped[str | None] = mapped_column(String(255))  # the id given: cs_, in_ or pi_ (0007)
     operator: Mapped[str] = mapped_column(String(255))
     role: Mapped[str | None] = mapped_column(String(32))
     strategy: Mapped[str] = mapped_column(String(16))
@@ -391,7 +393,7 @@ class RepairRecord(Base):
     rows_after: Mapped[str | None] = mapped_column(Text)  # JSON
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    __table_args__ = (Index(None, "payment_id"), Index(None, "started_at"))
+    __table_args__ = (Index(None, "payment_id"), Index(None, "requested_id"), Index(None, "started_at"))
 
 
 class AlertSent(Base):

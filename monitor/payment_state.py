@@ -1,14 +1,18 @@
-"""A payment as Stripe says it is right now, fetched live for a repair (never guessed from the snapshot).
+"""A payment as Stripe says it is right now, fetched live for a repair (never guessed from the snapshot), and
+the rule that names a payment whichever of its ids was given (`canonical_id`).
 
-A few retrieves and two filtered lists per payment, through `StripeSource` (plain JSON)."""
+A few retrieves and filtered lists per payment, through `StripeSource` (plain JSON)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from monitor.stripe_rows import invoice_payment_intents, invoice_subscription, ref
 from monitor.stripe_source import StripeSource
 
+# In order of precedence: DESIGN.md "What counts as a payment" makes a session's invoice and intents the
+# session's payment, and an invoice's intents the invoice's.
 PREFIXES = {"cs_": "checkout_session", "in_": "invoice", "pi_": "payment_intent"}
 
 
@@ -40,9 +44,30 @@ class PaymentState:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def ids(self) -> list[str]:
+        """Every id Stripe gave of this payment: its own first, then its session, invoice and intents."""
+        found = [self.payment_id, self.checkout_session_id, self.invoice_id, self.payment_intent_id]
+        return list(dict.fromkeys(i for i in [*found, *self.payment_intent_ids] if i))
+
 
 def kind_of(payment_id: str) -> str | None:
     return next((kind for prefix, kind in PREFIXES.items() if payment_id.startswith(prefix)), None)
+
+
+def canonical_id(given: str, known: Iterable[str | None] = ()) -> str:
+    """The one id a payment is claimed, locked and recorded by, whichever of its ids (`cs_`, `in_`, `pi_`)
+    was `given`: the id its row in the store's `payments` table has (`payment_id`).
+
+    `known` holds the other ids known to be of the same payment: what Stripe says of it live (its session,
+    invoice and intents, `PaymentState.ids`) and the `payment_id` of the store's rows that name any of them
+    (`repair.stored_payment_ids`). Of `given` and those, a Checkout Session's id wins over an invoice's,
+    and an invoice's over a PaymentIntent's (PREFIXES' order, as the `payment_sources` view decides what a
+    payment is); among ids of one kind the smallest, so every caller gets the same answer. Ids of other
+    kinds and missing ones are ignored. Live ids come first in a repair, so an id the store has not synced
+    yet (or still holds as a payment of its own) resolves as its siblings do."""
+    candidates = {i for i in (given, *known) if i and kind_of(i)}
+    rank = {prefix: n for n, prefix in enumerate(PREFIXES)}
+    return min(candidates, key=lambda i: (rank[i[:3]], i), default=given)
 
 
 def fetch_payment_state(source: StripeSource, payment_id: str) -> PaymentState:
@@ -57,6 +82,7 @@ def fetch_payment_state(source: StripeSource, payment_id: str) -> PaymentState:
         state = _intent(source.retrieve("payment_intent", payment_id))
     else:
         raise ValueError(f"{payment_id!r} is not a Checkout Session, invoice or PaymentIntent id")
+    _add_owners(source, state)
     if state.payment_intent_id and state.payment_intent_id not in state.payment_intent_ids:
         state.payment_intent_ids.insert(0, state.payment_intent_id)
     for intent in state.payment_intent_ids:
@@ -111,6 +137,43 @@ def _invoice(i: dict) -> PaymentState:
     )
 
 
+def _add_owners(source: StripeSource, state: PaymentState) -> None:
+    """The session and invoice an intent or invoice belongs to, asked of Stripe, so that a repair by any of a
+    payment's ids finds the same payment before the store has synced it (issue 14). A session names its own."""
+    if state.kind == "payment_intent":
+        sessions = source.get("/v1/checkout/sessions", payment_intent=state.payment_id, limit=10)
+        state.checkout_session_id = min((s["id"] for s in sessions.get("data") or []), default=None)
+        invoice = None if state.checkout_session_id else _invoice_paid_by(source, state)
+        if invoice is not None:
+            state.invoice_id = invoice["id"]
+            state.checkout_session_id = _session_naming(source, invoice["id"], invoice_subscription(invoice))
+    elif state.kind == "invoice":
+        state.checkout_session_id = _session_naming(source, state.payment_id, state.stripe_subscription_id)
+
+
+def _invoice_paid_by(source: StripeSource, state: PaymentState) -> dict | None:
+    """The invoice this intent paid (one of its `payments`). API versions before 2025-03-31.basil name it on
+    the intent; later ones do not (docs.stripe.com/changelog/basil/2025-03-31/add-support-for-multiple-
+    partial-payments-on-invoices), and it is looked for among its customer's newest 100 invoices."""
+    if state.invoice_id:
+        return source.get(f"/v1/invoices/{state.invoice_id}")
+    if not state.customer_id:
+        return None
+    invoices = source.get("/v1/invoices", customer=state.customer_id, limit=100, expand=["data.payments"])
+    paid = (i for i in invoices.get("data") or [] if state.payment_id in invoice_payment_intents(i))
+    return next(paid, None)
+
+
+def _session_naming(source: StripeSource, invoice_id: str, subscription_id: str | None) -> str | None:
+    """The Checkout Session that names this invoice: the first invoice of the subscription it started.
+    Stripe lists sessions by subscription, not by invoice; a renewal is named by none."""
+    if not subscription_id:
+        return None
+    sessions = source.get("/v1/checkout/sessions", subscription=subscription_id, limit=100)
+    named = (s["id"] for s in sessions.get("data") or [] if ref(s.get("invoice")) == invoice_id)
+    return min(named, default=None)
+
+
 def _intent(p: dict) -> PaymentState:
     return PaymentState(
         payment_id=p["id"],
@@ -122,6 +185,7 @@ def _intent(p: dict) -> PaymentState:
         customer_id=ref(p.get("customer")),
         email=p.get("receipt_email"),
         payment_intent_id=p["id"],
+        invoice_id=ref(p.get("invoice")),  # API versions before 2025-03-31.basil
         livemode=bool(p.get("livemode")),
     )
 

@@ -4,14 +4,20 @@ button, the CLI, any future automatic repair). DESIGN.md "Activation repair", in
 1. Re-fetch the payment from Stripe now; refuse unless paid, not fully refunded, not disputed, and the
    amount matches what the row will say. Stripe unreachable is a refusal: never guess from the snapshot.
 2. Claim the repair in the monitor's store (monitor.claims): one claim per payment; a second click waits
-   for the first and then finds the row active.
-3. In one app-database transaction serialized for the payment (PostgreSQL advisory lock, SQLite BEGIN
-   IMMEDIATE) re-read the rows: an active one means done, a pending one is activated, none means one is
-   created from the Stripe data. The check and the write are in that one transaction, never apart.
+   for the first and then finds the row active. "The payment" is its canonical id (the `payment_id` of its
+   row in the store's `payments` table), whichever of its ids, `cs_`, `in_` or `pi_`, was given:
+   `payment_state.canonical_id` decides from what Stripe says now and what the store holds, and the live
+   state acted on is the canonical payment's (issue 14: a session and its intent repaired at once took two
+   claims and two locks, and made two rows).
+3. In one app-database transaction serialized for the payment (PostgreSQL advisory lock on the canonical
+   id, SQLite BEGIN IMMEDIATE) re-read the rows for any of the payment's ids: an active one means done, a
+   pending one is activated, none means one is created from the Stripe data. The check and the write are
+   in that one transaction, never apart.
 4. Strategy `webhook` instead re-sends the original event, fetched from Stripe, to the app's webhook URL
    signed with WEBHOOK_SECRET, and waits (bounded) for the row to appear.
-5. Add a ledger row (`repairs`, only ever added to): operator, role, time, strategy, the Stripe state
-   seen, the rows before and after, the outcome and its reason. Refusals and failures too.
+5. Add a ledger row (`repairs`, only ever added to): the payment (`payment_id`, canonical) and the id
+   given (`requested_id`), operator, role, time, strategy, the Stripe state seen, the rows before and
+   after, the outcome and its reason. Refusals and failures too.
 
 The operator's role is checked here, at every call, not only by hiding buttons.
 """
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, bindparam, insert, or_, select, text
 
 from monitor import claims, store, webhook_replay
 from monitor.app_db import AppDatabase, load_mapping
@@ -34,7 +40,7 @@ from monitor.config import Config
 from monitor.errors import BadInput, MonitorError, StripeError, StripeRequestError
 from monitor.models import RepairRecord, now_utc
 from monitor.money import format_money
-from monitor.payment_state import PaymentState, fetch_payment_state, kind_of
+from monitor.payment_state import PaymentState, canonical_id, fetch_payment_state, kind_of
 from monitor.stripe_source import StripeSource
 
 ACTIVATING_ROLES = ("support", "admin")
@@ -52,7 +58,7 @@ class Refused(MonitorError):
 
 @dataclass
 class RepairResult:
-    payment_id: str
+    payment_id: str  # the payment's canonical id (payment_state.canonical_id), once known
     operator: str
     role: str | None
     strategy: str
@@ -64,6 +70,7 @@ class RepairResult:
     rows_after: list[dict] = field(default_factory=list)
     plan: dict | None = None
     ledger_id: int | None = None
+    requested_id: str = ""  # the id as given (cs_, in_ or pi_)
 
     @property
     def ok(self) -> bool:
@@ -121,9 +128,13 @@ def activate(
     own_engine, own_app = engine is None, app is None  # what is opened here is disposed here
     engine = engine or store.open_store(config.monitor_database_url)
     role = role_of(config, operator)
-    result = RepairResult(payment_id, operator, role, strategy, dry_run, "refused", "")
+    result = RepairResult(
+        payment_id, operator, role, strategy, dry_run, "refused", "", requested_id=payment_id
+    )
     started = now_utc()
     try:
+        # The store's answer first, so that a refusal before Stripe is asked still names the payment.
+        result.payment_id = canonical_id(payment_id, stored_payment_ids(engine, [payment_id]))
         if role not in ACTIVATING_ROLES:
             raise Refused(
                 f"{operator} may not activate subscriptions "
@@ -131,16 +142,19 @@ def activate(
             )
         app = app or pipeline.open_app_database(config)
         with (source or pipeline.stripe_source)(config) as stripe:
-            state = _live_state(stripe, payment_id)
-            result.stripe_state = state.to_json()
+            state = _payment_state(engine, stripe, payment_id)
+            result.payment_id, result.stripe_state = state.payment_id, state.to_json()
             _refuse_unless_payable(state)
             if dry_run:
                 _plan(app, state, result)
             elif strategy == "db":
-                _claimed(engine, payment_id, operator, lambda: _apply_in_app(app, state, result))
+                _claimed(engine, state.payment_id, operator, lambda: _apply_in_app(app, state, result))
             else:
                 _claimed(
-                    engine, payment_id, operator, lambda: _replay(config, engine, app, stripe, state, result)
+                    engine,
+                    state.payment_id,
+                    operator,
+                    lambda: _replay(config, engine, app, stripe, state, result),
                 )
     except Refused as e:
         result.outcome, result.reason = "refused", str(e)
@@ -151,12 +165,42 @@ def activate(
     finally:
         if own_app and app is not None:
             app.dispose()
+    if result.requested_id != result.payment_id:
+        result.reason += f" ({result.requested_id} is part of payment {result.payment_id})"
     try:
         result.ledger_id = _record(engine, result, started)
     finally:
         if own_engine:
             engine.dispose()
     return result
+
+
+def _payment_state(engine: Engine, stripe: StripeSource, payment_id: str) -> PaymentState:
+    """What Stripe says now of the payment `payment_id` is one of the ids of: of the canonical payment, which
+    is fetched too when another of its ids was given, so every id of a payment is checked and acted on
+    alike (its amount, every intent's refunds and disputes, the row it would create)."""
+    given = _live_state(stripe, payment_id)
+    canonical = canonical_id(payment_id, [*given.ids(), *stored_payment_ids(engine, given.ids())])
+    return given if canonical == given.payment_id else _live_state(stripe, canonical)
+
+
+_STORED = text(
+    # Rows whose payment_id, checkout_session_id, payment_intent_id or invoice_id is one of :ids, each through
+    # an index: a session's row has its own id as payment_id, and its invoice is found on the session.
+    """SELECT payment_id FROM payments WHERE payment_id IN :ids OR payment_intent_id IN :ids
+    OR payment_id IN (SELECT s.id FROM stripe_checkout_sessions s WHERE s.invoice_id IN :ids)"""
+).bindparams(bindparam("ids", expanding=True))
+_PAID_INVOICES = text(
+    "SELECT invoice_id FROM stripe_invoice_payments WHERE payment_intent_id IN :ids AND invoice_id IS NOT NULL"
+).bindparams(bindparam("ids", expanding=True))
+
+
+def stored_payment_ids(engine: Engine, ids: list[str]) -> list[str]:
+    """The `payment_id` of each row of the store's `payments` table that is, or names, one of `ids` (any
+    intent of an invoice counts: `stripe_invoice_payments`, not only the one the row names)."""
+    with engine.connect() as conn:
+        invoices = conn.execute(_PAID_INVOICES, {"ids": ids}).scalars().all()
+        return sorted(set(conn.execute(_STORED, {"ids": [*ids, *invoices]}).scalars()))
 
 
 def _live_state(stripe: StripeSource, payment_id: str) -> PaymentState:
@@ -199,12 +243,21 @@ def _claimed(engine: Engine, payment_id: str, operator: str, work: Callable[[], 
 
 
 def _rows_for(app: AppDatabase, conn, state: PaymentState) -> pd.DataFrame:
-    return app.rows_for_payment(
-        conn,
-        checkout_session_id=state.checkout_session_id,
-        payment_intent_id=state.payment_intent_id,
-        stripe_subscription_id=state.stripe_subscription_id,
-    )
+    """The app's rows for any of the payment's ids: its session, any of its intents, its subscription."""
+    intents = list(dict.fromkeys(i for i in [state.payment_intent_id, *state.payment_intent_ids] if i))
+    found = [
+        app.rows_for_payment(
+            conn,
+            checkout_session_id=state.checkout_session_id,
+            payment_intent_id=next(iter(intents), None),
+            stripe_subscription_id=state.stripe_subscription_id,
+        )
+    ]
+    found += [app.rows_for_payment(conn, payment_intent_id=pi) for pi in intents[1:]]
+    found = [rows for rows in found if not rows.empty] or found[:1]
+    if len(found) == 1:
+        return found[0]
+    return pd.concat(found).drop_duplicates("id").sort_values("id").reset_index(drop=True)
 
 
 def _is_active(app: AppDatabase, rows: pd.DataFrame) -> pd.Series:
@@ -259,6 +312,7 @@ def _plan(app: AppDatabase, state: PaymentState, result: RepairResult) -> None:
 
 def _apply_in_app(app: AppDatabase, state: PaymentState, result: RepairResult) -> None:
     now = now_utc()
+    # `state` is the canonical payment's (_payment_state), so this is the payment's lock whichever id was given.
     with app.serialized(state.payment_id) as conn:
         before = _rows_for(app, conn, state)
         action, values = _decide(app, state, before)
@@ -364,6 +418,7 @@ def _record(engine: Engine, result: RepairResult, started: datetime) -> int:
             insert(RepairRecord)
             .values(
                 payment_id=result.payment_id,
+                requested_id=result.requested_id,
                 operator=result.operator,
                 role=result.role,
                 strategy=result.strategy,
@@ -381,10 +436,10 @@ def _record(engine: Engine, result: RepairResult, started: datetime) -> int:
 
 
 def ledger(engine: Engine, payment_id: str | None = None, limit: int = 200) -> list:
-    """Ledger rows, newest first."""
+    """Ledger rows, newest first; with `payment_id`, those of that payment or given that id."""
     t = RepairRecord.__table__
     q = select(t).order_by(t.c.id.desc()).limit(limit)
     if payment_id:
-        q = q.where(t.c.payment_id == payment_id)
+        q = q.where(or_(t.c.payment_id == payment_id, t.c.requested_id == payment_id))
     with engine.connect() as conn:
         return conn.execute(q).all()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from monitor import config, repair, snapshot, store
+from monitor import config, repair, snapshot, store, views
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.emulator import server
 from monitor.models import now_utc
@@ -712,3 +712,144 @@ def test_racing_repairs_leave_no_app_connection_open_once_the_app_database_is_di
     finally:
         gc.enable()
         gc.collect()
+
+
+# --- one payment, whichever of its ids: cs_, in_ or pi_ (issue 14, item 5) ------------------------------
+
+
+def slow_inserts(app_url: str, seconds: float = 0.5) -> None:
+    """Every INSERT into the app's subscriptions sleeps first (a BEFORE INSERT trigger), so two repairs that
+    are not serialized against each other both get past their check before either commits: the race is
+    certain, not likely."""
+    engine = create_engine(app_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER slow_insert BEFORE INSERT ON subscriptions "
+                    "FOR EACH ROW EXECUTE FUNCTION slow_insert()"
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def at_once(scene: Scene, payment_ids: list[str]) -> list[repair.RepairResult]:
+    """One repair per id, all started at the same moment (one thread each); their results in that order."""
+    start = threading.Barrier(len(payment_ids))
+
+    def run(payment_id: str) -> repair.RepairResult:
+        start.wait()
+        return scene.activate(payment_id)
+
+    with ThreadPoolExecutor(max_workers=len(payment_ids)) as pool:
+        return list(pool.map(run, payment_ids))
+
+
+def assert_repaired_once(scene: Scene, results: list[repair.RepairResult], given: list[str], canonical: str):
+    """One active row, one repair that made it, the other done already; the ledger names the id each was
+    given and the one payment they both are."""
+    rows = subscriptions(scene.app_url)
+    assert [r["status"] for r in rows] == ["active"], [(r["id"], r["status"]) for r in rows]
+    outcomes = sorted(r.outcome for r in results)
+    assert outcomes in (["already_active", "created"], ["created", "in_progress"]), [
+        (r.outcome, r.reason) for r in results
+    ]
+    assert [r.payment_id for r in results] == [canonical, canonical]
+    entries = scene.ledger(canonical)
+    assert sorted((e.requested_id, e.payment_id) for e in entries) == sorted((g, canonical) for g in given)
+    for other in set(given) - {canonical}:  # the ledger is also read by the id that was given
+        assert [(e.requested_id, e.payment_id) for e in scene.ledger(other)] == [(other, canonical)]
+
+
+SYNCED = pytest.mark.parametrize("synced", [False, True], ids=["only_stripe_knows", "store_synced"])
+
+
+@pytest.mark.parametrize("app_url", ["postgresql"], indirect=True)
+@SYNCED
+def test_a_payment_repaired_at_once_by_its_session_and_its_intent_gets_one_row(stage, synced):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com")
+    scene = stage(a)
+    if synced:
+        scene.sync()
+    slow_inserts(scene.app_url)
+    results = at_once(scene, [pay["cs"], pay["pi"]])
+    assert_repaired_once(scene, results, [pay["cs"], pay["pi"]], pay["cs"])
+    [row] = subscriptions(scene.app_url)
+    assert (row["stripe_checkout_session_id"], row["stripe_payment_intent_id"]) == (pay["cs"], pay["pi"])
+
+
+@pytest.mark.parametrize("app_url", ["postgresql"], indirect=True)
+@SYNCED
+@pytest.mark.parametrize("other", ["in", "pi"])
+def test_a_subscription_checkout_repaired_at_once_by_its_session_and_its_invoice_or_intent_gets_one_row(
+    stage, synced, other
+):
+    a = Account(NOW)
+    pay = a.subscription_checkout("subscribed_never_activated@example.com")
+    first = pay["invoices"][0]
+    scene = stage(a)
+    if synced:
+        scene.sync()
+    slow_inserts(scene.app_url)
+    given = [pay["cs"], first["in"] if other == "in" else first["pis"][0]]
+    results = at_once(scene, given)
+    assert_repaired_once(scene, results, given, pay["cs"])
+    [row] = subscriptions(scene.app_url)
+    assert (row["stripe_checkout_session_id"], row["stripe_subscription_id"]) == (pay["cs"], pay["sub"])
+
+
+@pytest.mark.parametrize("app_url", ["postgresql"], indirect=True)
+@SYNCED
+def test_a_renewal_repaired_at_once_by_its_invoice_and_its_intent_is_the_invoices_payment(stage, synced):
+    a = Account(NOW)
+    pay = a.subscription_checkout("renewed@example.com", age_s=40 * 86400, renewals=1)
+    renewal = pay["invoices"][1]
+    scene = stage(a)
+    if synced:
+        scene.sync()
+    slow_inserts(scene.app_url)
+    results = at_once(scene, [renewal["in"], renewal["pis"][0]])
+    assert_repaired_once(scene, results, [renewal["in"], renewal["pis"][0]], renewal["in"])
+
+
+def test_a_repair_by_the_intent_of_a_session_writes_the_sessions_row_and_says_so(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com", amount=29900)
+    scene = stage(a)
+    result = scene.activate(pay["pi"])
+    assert (result.outcome, result.payment_id, result.requested_id) == ("created", pay["cs"], pay["pi"])
+    assert f"{pay['pi']} is part of payment {pay['cs']}" in result.reason
+    [row] = rows_of(app_url, pay)
+    assert (row["stripe_checkout_session_id"], row["stripe_payment_intent_id"], row["amount"]) == (
+        pay["cs"],
+        pay["pi"],
+        29900,
+    )
+    assert scene.activate(pay["cs"]).outcome == "already_active"
+    assert [(e.requested_id, e.payment_id, e.outcome) for e in scene.ledger(pay["pi"])] == [
+        (pay["pi"], pay["cs"], "created")
+    ]
+    audit = views.audit_log(scene.engine)["repairs"]
+    assert audit[["requested_id", "payment_id", "outcome"]].values.tolist() == [
+        [pay["cs"], pay["cs"], "already_active"],
+        [pay["pi"], pay["cs"], "created"],
+    ]
+
+
+def test_a_refusal_before_stripe_is_asked_still_names_the_payment_the_store_knows(stage, app_url):
+    a = Account(NOW)
+    pay = a.checkout_payment("paid_never_activated@example.com")
+    scene = stage(a)
+    scene.sync()
+    result = scene.activate(pay["pi"], operator="viewer@example.com")
+    assert (result.outcome, result.payment_id, result.requested_id) == ("refused", pay["cs"], pay["pi"])
+    [entry] = scene.ledger(pay["cs"])
+    assert (entry.requested_id, entry.payment_id) == (pay["pi"], pay["cs"])

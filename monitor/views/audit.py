@@ -9,7 +9,9 @@ from monitor.models import AlertDelivery, JobRun, RepairRecord
 from monitor.views.common import first_line, frame
 from monitor.views.payment_reads import REPAIR_FIELDS
 
-REPAIR_COLUMNS = REPAIR_FIELDS  # one list of the ledger's columns, shared with the customer views
+# The ledger's columns shared with the customer views, and the id as given (0007; payment_id is the
+# payment's canonical id, whichever of its ids the operator gave).
+REPAIR_COLUMNS = (*REPAIR_FIELDS, "requested_id")
 JOB_COLUMNS = ("id", "job", "started_at", "finished_at", "duration_s", "outcome", "error", "counts")
 ALERT_COLUMNS = ("id", "sent_at", "status", "target", "title", "error", "duration_ms", "keys")
 
