@@ -2,7 +2,7 @@
 
 Settings come from the environment and `monitor.toml` (README.md); a bad one stops it with one line and
 exit status 2, an unreachable store with one line and status 1. SIGTERM or SIGINT stop it cleanly: exit
-status 0, no traceback. Every line it logs passes through `Config.mask`.
+status 0, no traceback. Every line it logs or prints is masked, the first ones included (`_Masking`).
 """
 
 from __future__ import annotations
@@ -16,29 +16,40 @@ from collections.abc import Sequence
 from jobs.process import LEASE_S, RENEW_S, JobsProcess
 from monitor import alerts, store
 from monitor import config as config_module
-from monitor.config import Config
+from monitor.config import mask_secrets
 from monitor.errors import MonitorError
 
 log = logging.getLogger("jobs")
 
 
 class _Masking(logging.Filter):
-    """No secret in the log, whoever logs it (our lines, APScheduler's, a library's)."""
+    """No secret in the log, whoever logs it (our lines, APScheduler's, a library's such as apprise's
+    while the alert URLs are checked), from the first line on: its secrets are those of the settings as
+    given until they are parsed (issue 14), then the configuration's."""
 
-    def __init__(self, config: Config | None):
+    def __init__(self, secrets: tuple[str, ...]):
         super().__init__()
-        self.config = config
+        self.secrets = secrets
+        self._formatter = logging.Formatter()
+
+    def mask(self, text: str) -> str:
+        return mask_secrets(text, self.secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.config is not None:
-            record.msg, record.args = self.config.mask(record.getMessage()), None
+        record.msg, record.args = self.mask(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
         return True
 
 
 def setup_logging(verbose: bool) -> _Masking:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    masking = _Masking(None)
+    masking = _Masking(config_module.secrets_as_given())
     handler.addFilter(masking)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -77,9 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_module.load()
         alerts.check_targets(cfg)
     except config_module.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {masking.mask(str(e))}", file=sys.stderr)
         return 2
-    masking.config = cfg
+    masking.secrets = cfg.secrets
     try:
         engine = store.open_store(cfg.monitor_database_url)
     except MonitorError as e:

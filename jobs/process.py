@@ -269,7 +269,9 @@ class JobsProcess:
         if c.demo:
             mode = "demo mode (no STRIPE_API_KEY): the built-in Stripe emulator with the demo scenario"
         else:
-            mode = f"real mode: Stripe at {c.stripe_api_base} with key {mask_value(c.stripe_api_key)}"
+            mode = (
+                f"real mode: Stripe at {mask_url(c.stripe_api_base)} with key {mask_value(c.stripe_api_key)}"
+            )
         lines = [f"jobs process {self.holder} starting: {mode}; store {mask_url(c.monitor_database_url)}"]
         lines += [f"job {s.id}: {s.does}, {_every(s.interval_s)}" for s in self.specs]
         if c.alert_urls:

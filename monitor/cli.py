@@ -2,7 +2,8 @@
 
 A user's mistake (a bad setting, a mapping that does not fit) is one line on stderr and exit status 2;
 a failure of something outside (Stripe, a database) is one line and exit status 1. No traceback for
-either; every secret the configuration holds is masked in what is printed.
+either; every secret the configuration holds is masked in what is printed, and control characters in
+data (an e-mail from the app's database, a message from Stripe) are shown escaped, never obeyed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from collections.abc import Sequence
 
 from monitor import config as config_module
 from monitor.errors import MonitorError
+from monitor.terminal import printable, printable_json
+
+
+def _say(text: str, cfg=None, file=None) -> None:
+    """Print `text`: the configuration's secrets masked, then every control character escaped (a line's
+    own layout is ours; what is in it may be anyone's)."""
+    print(printable(cfg.mask(text) if cfg is not None else text), file=file)
 
 
 def _money(amount: int | None, currency: str | None) -> str:
@@ -45,7 +53,7 @@ def cmd_sync(args, cfg) -> int:
     except SyncIncomplete as e:  # what did come in, then one line per resource that did not
         _print_synced(cfg, e.result, progress)
         for name, error in e.failed.items():
-            print(f"  FAILED {name}: {cfg.mask(str(error))}", file=sys.stderr)
+            _say(f"  FAILED {name}: {error}", cfg, sys.stderr)
         raise
     _print_synced(cfg, result, progress)
     return 0
@@ -56,7 +64,7 @@ def _print_synced(cfg, result, progress) -> None:
         sys.stderr.write("\r\033[K")
     parts = ", ".join(f"{name} {n:,}" for name, n in result.objects.items())
     mode = " (demo: the built-in Stripe emulator)" if cfg.demo else ""
-    print(
+    _say(
         f"synced {result.total:,} objects in {result.requests:,} requests, {result.seconds:.1f} s{mode}: {parts}"
     )
 
@@ -69,24 +77,27 @@ def cmd_reconcile(args, cfg) -> int:
     if args.json:
         # One compact write: `indent` switches json to its pure-Python encoder, and json.dump streams
         # thousands of tiny writes; both cost seconds on a large report. Pipe through `jq` to read it.
-        sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+        sys.stdout.write(printable_json(json.dumps(report.to_json(), ensure_ascii=False)) + "\n")
         return 0
     s = report.summary
     risk = ", ".join(_money(v, k) for k, v in sorted(s["amount_at_risk"].items())) or "none"
-    print(
+    _say(
         f"{s['payments']:,} payments, {s['matched']:,} matched, parity {s['parity_pct']}%, "
         f"{len(report.findings):,} findings; paid without access: {risk}"
     )
     for line in _snapshot_lines(s.get("snapshot") or {}):
-        print(f"  {cfg.mask(line)}")
+        _say(f"  {line}", cfg)
     for f in report.findings:
-        what = f["payment_id"] or ", ".join(f"row {i}" for i in f["subscription_ids"]) or ""
-        print(
-            f"  {f['severity'].upper():8} {f['kind']:26} {what:28} {f.get('customer_email') or '':30} "
-            f"{_money(f.get('amount'), f.get('currency')):>12}  [{f['status']}]"
+        # Each field escaped before it is padded, so the columns stay aligned.
+        what = printable(f["payment_id"] or ", ".join(f"row {i}" for i in f["subscription_ids"]) or "")
+        email = printable(f.get("customer_email") or "")
+        _say(
+            f"  {printable(f['severity']).upper():8} {printable(f['kind']):26} {what:28} {email:30} "
+            f"{_money(f.get('amount'), f.get('currency')):>12}  [{f['status']}]",
+            cfg,
         )
         if f.get("hint"):
-            print(f"           {f['hint']}")
+            _say(f"           {f['hint']}", cfg)
     return 0
 
 
@@ -114,14 +125,14 @@ def cmd_check(args, cfg) -> int:
         except OSError as e:
             report.notes.append(f"cannot write {args.prometheus}: {e.strerror}")
     if args.json:
-        print(cfg.mask(json.dumps(report.to_json(), indent=1, ensure_ascii=False)))
+        print(printable_json(cfg.mask(json.dumps(report.to_json(), indent=1, ensure_ascii=False))))
         return report.exit_status
-    print(f"{report.status}: " + cfg.mask(_check_summary(report)))
+    _say(f"{report.status}: {_check_summary(report)}", cfg)
     for c in report.components:
         latency = f"{c.latency_ms:.0f} ms" if c.latency_ms is not None else ""
-        print(f"  {c.status.upper():9} {c.name:22} {latency:>8}  {cfg.mask(c.detail)}")
+        _say(f"  {c.status.upper():9} {printable(c.name):22} {latency:>8}  {c.detail}", cfg)
     for note in report.notes:
-        print(f"  note: {cfg.mask(note)}")
+        _say(f"  note: {note}", cfg)
     return report.exit_status
 
 
@@ -151,11 +162,12 @@ def cmd_repair(args, cfg) -> int:
         "failed": "FAILED",
         "in_progress": "IN PROGRESS",
     }[result.outcome]
-    print(cfg.mask(f"{label}: {result.payment_id}: {result.reason}"))
+    _say(f"{label}: {result.payment_id}: {result.reason}", cfg)
     if result.plan and result.plan.get("row"):
-        print(f"  {result.plan['action']}: " + cfg.mask(json.dumps(result.plan["row"], default=str)))
-    print(
-        f"  recorded in the repair ledger as #{result.ledger_id} (operator {result.operator}, role {result.role})"
+        _say(f"  {result.plan['action']}: " + json.dumps(result.plan["row"], default=str), cfg)
+    _say(
+        f"  recorded in the repair ledger as #{result.ledger_id} (operator {result.operator}, role {result.role})",
+        cfg,
     )
     return result.exit_status
 
@@ -165,12 +177,14 @@ def cmd_mapping_check(args, cfg) -> int:
 
     app = pipeline.open_app_database(cfg)
     mapping = app.mapping
-    print(f"mapping {mapping.name}: active statuses {', '.join(mapping.active_statuses)}")
+    _say(f"mapping {mapping.name}: active statuses {', '.join(mapping.active_statuses)}", cfg)
     subs = app.read_subscriptions()
     active = subs["status"].map(lambda s: isinstance(s, str) and s in mapping.active_statuses).sum()
     print(f"[subscriptions] ok: {len(subs):,} rows, {active:,} in an active status")
     if not subs.empty:
-        print(cfg.mask(subs.head(5).to_string(index=False, max_colwidth=28)))
+        sample = subs.head(5).map(lambda v: printable(v) if isinstance(v, str) else v)
+        for line in sample.to_string(index=False, max_colwidth=28).splitlines():
+            _say(line, cfg)
     log = app.read_webhook_log()
     if mapping.webhook_log_query is None:
         print("[webhook_log] not mapped: webhook_failed and webhook_missing are not judged")
@@ -309,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _masked(error: Exception, cfg) -> str:
+    # Without a configuration (it failed to load), the secrets of the settings as given.
+    secrets = cfg.secrets if cfg is not None else config_module.secrets_as_given()
+    return config_module.mask_secrets(str(error), secrets)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = None
@@ -317,11 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = config_module.load()
         return args.func(args, cfg)
     except config_module.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {_masked(e, cfg)}", file=sys.stderr)
         return 2
     except MonitorError as e:
-        message = cfg.mask(str(e)) if cfg else str(e)
-        print(f"error: {message}", file=sys.stderr)
+        _say(f"error: {_masked(e, cfg)}", file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:
         print("interrupted; everything saved so far stays saved", file=sys.stderr)

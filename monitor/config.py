@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 
 class ConfigError(Exception):
@@ -106,8 +106,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TRUSTED_PROXY_HEADER",
         "request header naming the signed-in operator, set by an authenticating proxy such as oauth2-proxy "
-        "(`X-Forwarded-Email`); safe only behind a proxy that strips clients' own copies of it",
+        "(`X-Forwarded-Email`); trusted only on a request that also carries `TRUSTED_PROXY_SECRET`",
         "unset: sign-in through `st.login` when `.streamlit/secrets.toml` has `[auth]`, else read-only",
+    ),
+    Setting(
+        "TRUSTED_PROXY_SECRET",
+        "shared secret (16 characters or more) the proxy sends in `TRUSTED_PROXY_SECRET_HEADER`, compared in "
+        "constant time; required when `TRUSTED_PROXY_HEADER` is set",
+        "unset",
+        secret=True,
+    ),
+    Setting(
+        "TRUSTED_PROXY_SECRET_HEADER",
+        "request header carrying `TRUSTED_PROXY_SECRET`",
+        "`X-Proxy-Secret`",
     ),
     Setting(
         "STRIPE_RATE_LIMIT",
@@ -146,6 +158,8 @@ class Config:
     metrics_port: int | None = None
     stripe_rate_limit: int | None = None  # None in demo mode: the in-process emulator needs no limit
     trusted_proxy_header: str | None = None
+    trusted_proxy_secret: str | None = field(default=None, repr=False)
+    trusted_proxy_secret_header: str = "X-Proxy-Secret"
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -178,30 +192,147 @@ def mask_value(value: str) -> str:
     return f"{head}…{value[-4:]}" if len(value) > 16 else f"{head}****"
 
 
-def mask_url(url: str) -> str:
-    """A URL with any password replaced by `****`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{netloc[-1]}"))
+# --- secrets in URLs --------------------------------------------------------------------------------
+# One way to find the secret in a URL: ask the parser that will open it (redis-py for Redis, urllib for
+# http, as requests does for credentials, SQLAlchemy for everything else), because urllib alone reads
+# `postgresql://u:p#w@h/db` or `…@[bad/db` differently from SQLAlchemy, or not at all (issue 14). When the
+# parser cannot read the URL, or reads its userinfo differently from "everything between `://` and the
+# last `@`", that whole stretch is the secret.
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Query parameters that carry credentials: libpq's password and sslpassword, redis-py's password, and
+# the tokens and keys other URLs carry.
+_SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key", re.I)
+# SQLAlchemy's reading of `name://user:password@`, from sqlalchemy.engine.url._parse_url: the username
+# stops at the first `:` or `/`, the password at the first `@`.
+_SQLALCHEMY_USERINFO = re.compile(r"[\w+]+://[^:/]*:([^@]*)@")
 
 
-def url_password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
+@dataclass(frozen=True)
+class UrlSecrets:
+    """What a URL holds that must never be shown (`secrets`), and the URL as it may be shown."""
+
+    shown: str
+    secrets: tuple[str, ...]
+    parsed: bool  # False: the parser that opens such a URL cannot read it
+    problem: str | None = None  # why not, when saying so cannot show a piece of a password
+
+
+def _span_of_password_urllib(url: str) -> tuple[int, int] | None:
+    """Where urllib's password is in `url` (urllib takes the userinfo up to the last `@` of the netloc)."""
+    parts = urlsplit(url)
+    parts.port  # noqa: B018 - raises ValueError for a port that is not a number, as the parsers do
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon:
         return None
+    start = url.index("://") + 3 + len(user) + 1
+    if url[start : start + len(password)] != password:  # urllib dropped a tab or newline on the way
+        raise ValueError("the password is not where urllib read it")
+    return start, start + len(password)
+
+
+def _parse_password(url: str) -> tuple[tuple[int, int] | None, str | None, str | None]:
+    """(span of the password as written, the password as the opener decodes it, a password the opener
+    takes from the query). Raises ValueError when the opener cannot read `url`."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in _REDIS_SCHEMES:
+        from redis.connection import parse_url
+
+        kwargs = parse_url(url)
+        span = _span_of_password_urllib(url)
+        return span, kwargs.get("password") if span else None, None if span else kwargs.get("password")
+    if scheme in ("http", "https"):
+        span = _span_of_password_urllib(url)
+        return span, unquote(url[span[0] : span[1]]) if span else None, None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise ValueError(str(e)) from None
+    query_password = parsed.query.get("password")
+    query_password = query_password if isinstance(query_password, str) else None
+    if parsed.password is None:
+        return None, None, query_password
+    m = _SQLALCHEMY_USERINFO.match(url)
+    if m is None:  # not SQLAlchemy's reading after all: treat as unreadable, the fallback masks it
+        raise ValueError("userinfo not found")
+    return m.span(1), parsed.password, query_password
+
+
+def _query_spans(url: str) -> list[tuple[int, int]]:
+    """Where the values of credential-like query parameters are in `url`."""
+    spans = []
+    for m in re.finditer(r"[?&;]([^=&;#]*)=([^&;#]*)", url):
+        if _SECRET_QUERY_KEY.search(m.group(1)) and m.group(2):
+            spans.append(m.span(2))
+    return spans
+
+
+def url_secrets(url: str) -> UrlSecrets:
+    """The secrets of `url` and its masked form: see the comment above."""
+    last_at = url.rfind("@")
+    if "://" not in url:  # no URL at all (a bad setting's value): shown without what may be userinfo
+        return UrlSecrets("****" + url[last_at:] if last_at > 0 else url, (), False, "no scheme://")
+    start = url.find("://") + 3
+    region = (start, last_at) if last_at > start else None  # "everything between :// and the last @"
+    problem = None
+    try:
+        span, decoded, query_password = _parse_password(url)
+        parsed = True
+    except ValueError as e:  # urllib's "Invalid IPv6 URL", a port that is no number, an unreadable URL
+        span, decoded, query_password, parsed = None, None, None, False
+        problem = " ".join(str(e).split()) or type(e).__name__
+        # A parser's message may quote what it took for a port or a host: a piece of the password.
+        pieces = re.split(r"[:@/?#\[\]]", url[start:last_at]) if region else []
+        if any(piece and piece in problem for piece in pieces):
+            problem = "is a character such as #, /, ? or [ in its userinfo not percent-encoded?"
+    spans = _query_spans(url)
+    secrets = [decoded, query_password, *(url[a:b] for a, b in spans)]
+    if region is not None:
+        userinfo = url[region[0] : region[1]]
+        if not parsed or (span is None and ":" in userinfo) or (span is not None and span[1] != region[1]):
+            # Unreadable, or read differently (`u:p@w@h`: SQLAlchemy's password is `p`, its host `w@h`):
+            # the whole userinfo, its password part and what the parser took for more than userinfo.
+            secrets += [userinfo, userinfo.partition(":")[2]]
+            if span is not None:
+                secrets.append(url[span[1] + 1 : region[1]])
+            span = region
+    if span is not None:
+        secrets.append(url[span[0] : span[1]])
+        spans.append(span)
+    merged: list[list[int]] = []  # the spans to mask, overlapping ones joined (`@` in a query)
+    for a, b in sorted(s for s in spans if s[1] > s[0]):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    shown = url
+    for a, b in reversed(merged):
+        shown = shown[:a] + "****" + shown[b:]
+    return UrlSecrets(shown, tuple(dict.fromkeys(s for s in secrets if s)), parsed, problem)
+
+
+def mask_url(url: str) -> str:
+    """A URL with any password (or, when its opener cannot read it, its whole userinfo) as `****`."""
+    return url_secrets(url).shown
+
+
+def _mask_kind(secret: str) -> str:
+    # Keys and signing secrets stay recognisable by their kind and last four characters; a password or
+    # a URL shows nothing of itself.
+    if re.fullmatch(r"(sk|rk|whsec)_[A-Za-z0-9_]+", secret):
+        return mask_value(secret)
+    return "****"
 
 
 def mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every one of `secrets` in it masked, the longest first."""
     for secret in sorted(secrets, key=len, reverse=True):
         if secret:
-            text = text.replace(secret, mask_value(secret) if len(secret) > 8 else "****")
+            text = text.replace(secret, _mask_kind(secret))
     return text
 
 
@@ -240,7 +371,11 @@ def _parse_http_url(raw: Mapping[str, str], name: str, default: str | None) -> s
     value = _nonempty(raw, name)
     if value is None:
         return default
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:  # a lone `[` ("Invalid IPv6 URL"), a port that is not a number
+        raise _bad(name, value, "an http:// or https:// URL that can be parsed") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise _bad(name, value, "an http:// or https:// URL")
     return value.rstrip("/") if name == "STRIPE_API_BASE" else value
@@ -273,19 +408,29 @@ def _parse_stripe_key(raw: Mapping[str, str]) -> str | None:
     return value
 
 
+def _redis_entry(part: str) -> tuple[str | None, str]:
+    """One REDIS_URLS entry as (name, url); the name is None when the entry does not start with a plain
+    name and `=` (`redis://:pw@h/0?ssl_cert_reqs=none` is a URL without a name, not a name)."""
+    name, sep, url = part.strip().partition("=")
+    if sep and re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()):
+        return name.strip(), url.strip()
+    return None, part.strip()
+
+
 def parse_redis_urls(value: str) -> dict[str, str]:
-    """`name=url,name=url` into an ordered dict; raises ValueError naming the bad part."""
+    """`name=url,name=url` into an ordered dict; raises ValueError naming the bad part (masked)."""
     result: dict[str, str] = {}
     for part in value.split(","):
-        part = part.strip()
-        if not part:
+        if not part.strip():
             continue
-        name, sep, url = part.partition("=")
-        name, url = name.strip(), url.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ValueError(f"{_mask_named_url(part)!r} is not name=url")
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"{mask_url(url)!r} is not a redis:// URL")
+        name, url = _redis_entry(part)
+        if name is None:
+            raise ValueError(f"{mask_url(url)!r} is not name=url")
+        if "://" not in url or url.split("://")[0].lower() not in _REDIS_SCHEMES:
+            raise ValueError(f"{name}={mask_url(url)!r} is not a redis:// URL")
+        found = url_secrets(url)
+        if not found.parsed:
+            raise ValueError(f"redis-py cannot parse {name}={found.shown!r}: {found.problem}")
         if name in result:
             raise ValueError(f"the name {name!r} appears twice")
         result[name] = url
@@ -295,8 +440,8 @@ def parse_redis_urls(value: str) -> dict[str, str]:
 
 
 def _mask_named_url(part: str) -> str:
-    name, sep, url = part.partition("=")
-    return f"{name}={mask_url(url)}" if sep else mask_url(part)
+    name, url = _redis_entry(part)
+    return mask_url(url) if name is None else f"{name}={mask_url(url)}"
 
 
 def _parse_redis(raw: Mapping[str, str]) -> dict[str, str]:
@@ -326,10 +471,30 @@ def _parse_roles(raw: Mapping[str, str]) -> dict[str, str]:
     return roles
 
 
-def _parse_header_name(raw: Mapping[str, str]) -> str | None:
-    value = _nonempty(raw, "TRUSTED_PROXY_HEADER")
+def _parse_header_name(raw: Mapping[str, str], name: str, default: str | None, example: str) -> str | None:
+    value = _nonempty(raw, name) or default
     if value is not None and not re.fullmatch(r"[A-Za-z0-9-]+", value):
-        raise _bad("TRUSTED_PROXY_HEADER", value, "an HTTP header name such as X-Forwarded-Email")
+        raise _bad(name, value, f"an HTTP header name such as {example}")
+    return value
+
+
+MIN_PROXY_SECRET = 16
+
+
+def _parse_proxy_secret(raw: Mapping[str, str], header: str | None) -> str | None:
+    """TRUSTED_PROXY_SECRET: required with TRUSTED_PROXY_HEADER (a header alone can be sent by anyone who
+    reaches the dashboard's port), and long enough not to be guessed."""
+    value = _nonempty(raw, "TRUSTED_PROXY_SECRET")
+    if header is not None and value is None:
+        raise ConfigError(
+            f"TRUSTED_PROXY_HEADER={header!r} is set but TRUSTED_PROXY_SECRET is not: expected the shared "
+            "secret the proxy sends with every request (see docs/operations.md), without which anyone who "
+            "reaches the dashboard could send the header"
+        )
+    if value is not None and len(value) < MIN_PROXY_SECRET:
+        raise _bad(
+            "TRUSTED_PROXY_SECRET", value, f"a secret of {MIN_PROXY_SECRET} characters or more", secret=True
+        )
     return value
 
 
@@ -365,11 +530,60 @@ def read_toml(path: Path) -> dict[str, str]:
 EXTRA_SETTINGS: set[str] = set()
 
 
-def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None) -> Config:
-    """Parse the settings; raise ConfigError for the first bad one."""
-    env = os.environ if environ is None else environ
-    raw: dict[str, str] = dict(read_toml(toml_path or Path(env.get("MONITOR_CONFIG", "monitor.toml"))))
+# The settings whose values are URLs, each masked through `url_secrets`; REDIS_URLS holds several.
+URL_SETTINGS = ("STRIPE_API_BASE", "MONITOR_DATABASE_URL", "APP_DATABASE_URL", "EXPECTED_WEBHOOK_URL")
+
+
+def find_secrets(raw: Mapping[str, str]) -> tuple[str, ...]:
+    """Every secret in the settings as given, whether or not they are valid: the secret settings' values
+    (each ALERT_URLS entry whole) and what `url_secrets` finds in every URL setting."""
+    found: list[str] = []
+    for setting in SETTINGS:
+        value = _nonempty(raw, setting.name)
+        if value is None:
+            continue
+        if setting.name == "ALERT_URLS":
+            found += [u.strip() for u in value.split(",")]
+        elif setting.secret:
+            found.append(value)
+        elif setting.name == "REDIS_URLS":
+            for part in value.split(","):
+                found += url_secrets(_redis_entry(part)[1]).secrets
+        elif setting.name in URL_SETTINGS:
+            found += url_secrets(value).secrets
+    return tuple(dict.fromkeys(s for s in found if s))
+
+
+def _raw_settings(env: Mapping[str, str], toml_path: Path | None, *, strict: bool = True) -> dict[str, str]:
+    """The settings as given: `monitor.toml` (ignored when broken and not `strict`), then the environment."""
+    try:
+        raw = dict(read_toml(toml_path or Path(env.get("MONITOR_CONFIG", "monitor.toml"))))
+    except ConfigError:
+        if strict:
+            raise
+        raw = {}
     raw.update({k: v for k, v in env.items() if k in {s.name for s in SETTINGS} | EXTRA_SETTINGS})
+    return raw
+
+
+def secrets_as_given(
+    environ: Mapping[str, str] | None = None, toml_path: Path | None = None
+) -> tuple[str, ...]:
+    """`find_secrets` of the environment and `monitor.toml`, for masking what is said before `load`
+    succeeds (or when it fails). Never raises."""
+    return find_secrets(_raw_settings(os.environ if environ is None else environ, toml_path, strict=False))
+
+
+def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None) -> Config:
+    """Parse the settings; raise ConfigError for the first bad one, every secret given masked in it."""
+    raw = _raw_settings(os.environ if environ is None else environ, toml_path)
+    try:
+        return _parse(raw)
+    except ConfigError as e:
+        raise ConfigError(mask_secrets(str(e), find_secrets(raw))) from None
+
+
+def _parse(raw: Mapping[str, str]) -> Config:
     key = _parse_stripe_key(raw)
     app_url = _parse_db_url(raw, "APP_DATABASE_URL", DEMO_APP_DATABASE_URL if key is None else None)
     if app_url is None:
@@ -381,8 +595,10 @@ def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None
     webhook_secret = _nonempty(raw, "WEBHOOK_SECRET")
     monitor_url = _parse_db_url(raw, "MONITOR_DATABASE_URL", DEFAULT_MONITOR_DATABASE_URL)
     alert_urls = tuple(u.strip() for u in (_nonempty(raw, "ALERT_URLS") or "").split(",") if u.strip())
-    secrets = [key, webhook_secret, *alert_urls]
-    secrets += [url_password(u) for u in (*redis.values(), app_url, monitor_url)]
+    proxy_header = _parse_header_name(raw, "TRUSTED_PROXY_HEADER", None, "X-Forwarded-Email")
+    proxy_secret = _parse_proxy_secret(raw, proxy_header)
+    secrets = [key, webhook_secret, proxy_secret, *alert_urls]
+    secrets += find_secrets(raw)
     return Config(
         stripe_api_key=key,
         stripe_api_base=_parse_http_url(raw, "STRIPE_API_BASE", DEFAULT_STRIPE_API_BASE),
@@ -405,7 +621,11 @@ def load(environ: Mapping[str, str] | None = None, toml_path: Path | None = None
         )
         if key or _nonempty(raw, "STRIPE_RATE_LIMIT")
         else None,
-        trusted_proxy_header=_parse_header_name(raw),
+        trusted_proxy_header=proxy_header,
+        trusted_proxy_secret=proxy_secret,
+        trusted_proxy_secret_header=_parse_header_name(
+            raw, "TRUSTED_PROXY_SECRET_HEADER", "X-Proxy-Secret", "X-Proxy-Secret"
+        ),
         metrics_port=_parse_int(raw, "METRICS_PORT", 0, 1, 65535) if _nonempty(raw, "METRICS_PORT") else None,
         secrets=tuple(s for s in secrets if s),
     )

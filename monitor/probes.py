@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from monitor.config import Config, mask_secrets, mask_url, url_password
+from monitor.config import Config, mask_secrets, mask_url, url_secrets
 from monitor.stripe_source import StripeSource
 from monitor.timefmt import format_duration
 
@@ -95,7 +95,8 @@ def probe_redis(name: str, url: str) -> ProbeResult:
     "Authentication required." instead of the HELLO explanation.
     """
     component = f"redis:{name}"
-    secrets = [s for s in (url_password(url),) if s]
+    found = url_secrets(url)
+    secrets = found.secrets
     ours = {
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": READ_TIMEOUT_S,
@@ -107,7 +108,9 @@ def probe_redis(name: str, url: str) -> ProbeResult:
     try:
         client = redis.Redis.from_url(url, **ours)
     except (ValueError, redis.RedisError) as e:
-        return _result(component, DOWN, f"bad Redis URL {mask_url(url)}: {e}", None, secrets)
+        # redis-py's message may quote a piece of a password it took for a port; found.problem never does
+        detail = f"bad Redis URL {found.shown}: {found.problem or e}"
+        return _result(component, DOWN, detail, None, secrets)
     client.connection_pool.connection_kwargs.update(ours)  # the URL's options won over ours in from_url
     clock = _Clock()
     try:
@@ -148,7 +151,7 @@ def probe_database(name: str, url: str) -> ProbeResult:
     read-only. `SELECT 1` needs no lock, so a database locked by a writer still answers; the file's header
     is checked instead, since SQLite answers `SELECT 1` on any file.
     """
-    secrets = [s for s in (url_password(url),) if s]
+    secrets = url_secrets(url).secrets
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as e:
@@ -281,7 +284,7 @@ def probe_webhook_url(url: str | None) -> ProbeResult:
     name = "webhook_endpoint"
     if url is None:
         return _result(name, UNKNOWN, "EXPECTED_WEBHOOK_URL is not configured", None)
-    secrets = [s for s in (url_password(url),) if s]
+    secrets = url_secrets(url).secrets
     shown = mask_url(url)
     clock = _Clock()
     try:

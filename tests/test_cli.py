@@ -13,7 +13,7 @@ import pytest
 from monitor.emulator import server
 from monitor.findings import PAYMENT_KINDS
 from tests.conftest import REPO_ROOT
-from tests.services import free_port
+from tests.services import clean_env, free_port
 from tests.stripe_cast import Account, known_cases
 
 KEY = "sk_test_cli"
@@ -165,3 +165,53 @@ def test_the_emulator_command_refuses_a_missing_fixture_file(cli, tmp_path):
     assert run.returncode == 2
     assert "none.json" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"STRIPE_API_BASE": "http://[::1"}, "STRIPE_API_BASE"),
+        ({"EXPECTED_WEBHOOK_URL": "http://[x"}, "EXPECTED_WEBHOOK_URL"),
+        ({"STRIPE_API_BASE": "http://ops:CANARYpw1@[::1"}, "STRIPE_API_BASE"),
+        ({"REDIS_URLS": "redis://:CANARYpw2@127.0.0.1:6379/0?ssl_cert_reqs=none"}, "REDIS_URLS"),
+        ({"REDIS_URLS": "channels=redis://:pw#CANARYpw3@127.0.0.1:6379/0"}, "REDIS_URLS"),
+        ({"REDIS_URLS": "channels=redis://:CANARYpw4@[bad/0"}, "REDIS_URLS"),
+    ],
+)
+def test_a_bad_url_setting_is_exit_2_with_one_masked_line_naming_it(cli, env, named):
+    run = cli(["reconcile"], env)
+    assert run.returncode == 2
+    assert named in run.stderr
+    assert "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "CANARY" not in run.stdout + run.stderr
+
+
+def test_reconcile_shows_control_characters_in_an_email_escaped(tmp_path):
+    a = Account(int(time.time()))
+    a.row(None, "mallory\x1b[31m\r\x9b2J@example.com")  # an active row with no payment behind it
+    app_url = f"sqlite:///{tmp_path / 'app.db'}"
+    a.write_app_db(app_url)
+    with server.start(a.objects, api_key=KEY) as running:
+        env = {
+            "STRIPE_API_KEY": KEY,
+            "STRIPE_API_BASE": running.base_url,
+            "APP_DATABASE_URL": app_url,
+            "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'monitor.db'}",
+        }
+        runs = {
+            args: subprocess.run(  # bytes: text mode would turn a CR into a newline before we see it
+                [sys.executable, "-m", "monitor", *args],
+                cwd=REPO_ROOT,
+                env=clean_env(env),
+                capture_output=True,
+            )
+            for args in (("sync",), ("reconcile",), ("reconcile", "--json"))
+        }
+    text_run, json_run = runs[("reconcile",)], runs[("reconcile", "--json")]
+    assert text_run.returncode == 0, text_run.stderr
+    for raw in (b"\x1b", b"\r", "\x9b".encode()):
+        assert raw not in text_run.stdout and raw not in json_run.stdout
+    assert rb"mallory\x1b[31m\x0d\x9b2J@example.com" in text_run.stdout
+    emails = [f["customer_email"] for f in json.loads(json_run.stdout)["findings"]]
+    assert "mallory\x1b[31m\r\x9b2J@example.com" in emails  # JSON escapes it, and keeps it as it is

@@ -96,3 +96,99 @@ def test_readme_documents_exactly_the_settings_table():
     block = re.search(r"<!-- settings-table.*?-->\n(.*?)<!-- /settings-table -->", readme, re.S)
     assert block, "README.md has no settings table block"
     assert block.group(1).strip() == config.settings_table().strip()
+
+
+# Each URL as the parser that opens it reads it; the canary must leave both the URL shown and any text.
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:pw#CANARY@db:5432/app", "postgresql://app:****@db:5432/app"),
+        ("postgresql://app:pw/CANARY@db/app", "postgresql://app:****@db/app"),
+        ("postgresql://app:pw[CANARY@db/app", "postgresql://app:****@db/app"),
+        ("postgresql://app:CANARY@[bad/app", "postgresql://app:****@[bad/app"),
+        ("postgresql+psycopg://app:p%23CANARY@db/app", "postgresql+psycopg://app:****@db/app"),
+        ("postgresql://app@db/app?password=CANARY", "postgresql://app@db/app?password=****"),
+        ("postgresql://app:pw@CANARY@db/app", "postgresql://****@db/app"),  # read differently: all masked
+        ("redis://:CANARY@127.0.0.1:6379/0", "redis://:****@127.0.0.1:6379/0"),
+        ("redis://:pw#CANARY@127.0.0.1:6379/0", "redis://****@127.0.0.1:6379/0"),  # unreadable: all
+        ("redis://:CANARY#x@127.0.0.1/0", "redis://****@127.0.0.1/0"),
+        ("redis://user:pw[CANARY@h/0", "redis://****@h/0"),
+        ("redis://:CANARY@[bad/0", "redis://****@[bad/0"),
+        ("redis://h/0?password=CANARY", "redis://h/0?password=****"),
+        ("http://hook:CANARY@app.example.com/hook", "http://hook:****@app.example.com/hook"),
+        ("http://hook:CANARY@[::1", "http://****@[::1"),
+        ("sqlite:///data/monitor.db", "sqlite:///data/monitor.db"),
+    ],
+)
+def test_a_url_is_masked_as_the_parser_that_opens_it_reads_it(url, shown):
+    assert config.mask_url(url) == shown
+    secrets = config.url_secrets(url).secrets
+    assert "CANARY" not in config.mask_secrets(f"cannot connect to {url}: refused", secrets)
+    assert all("CANARY" not in config.mask_secrets(s, secrets) for s in secrets)
+
+
+@pytest.mark.parametrize("setting", ["APP_DATABASE_URL", "MONITOR_DATABASE_URL"])
+@pytest.mark.parametrize("password", ["pw#CANARY", "pw/CANARY", "pw[CANARY", "CANARY#pw"])
+def test_a_database_password_urllib_cannot_read_is_one_of_the_secrets(tmp_path, setting, password):
+    url = f"postgresql://app:{password}@[bad/app"
+    cfg = load(
+        {"STRIPE_API_KEY": "sk_test_abc123", setting: url, "APP_DATABASE_URL": url}, tmp_path / "x.toml"
+    )
+    assert "CANARY" not in cfg.mask(f"the URL {url}, the password {password}")
+    assert "CANARY" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "redis://:pwCANARY@127.0.0.1:6379/0?ssl_cert_reqs=none",  # no name: not split at its query's `=`
+        "channels=redis://:pw#CANARY@127.0.0.1:6379/0",
+        "channels=redis://:CANARY/pw@127.0.0.1:6379/0",
+        "channels=redis://:pw[CANARY@127.0.0.1:6379/0",
+        "channels=redis://:CANARY@[bad/0",
+        "channels=redis://:pw@h:6379/0,redis://:CANARY@h:6379/0?ssl_cert_reqs=none",
+    ],
+)
+def test_a_redis_url_redis_py_cannot_use_is_one_masked_line(tmp_path, value):
+    with pytest.raises(ConfigError) as error:
+        load({"REDIS_URLS": value}, toml_path=tmp_path / "none.toml")
+    message = str(error.value)
+    assert message.startswith("REDIS_URLS=") and "\n" not in message
+    assert "CANARY" not in message
+
+
+def test_a_redis_url_with_a_query_and_a_name_is_accepted(tmp_path):
+    value = "channels=redis://:pwCANARY@127.0.0.1:6379/0?ssl_cert_reqs=none"
+    cfg = load({"REDIS_URLS": value}, toml_path=tmp_path / "none.toml")
+    assert cfg.redis_urls == {"channels": "redis://:pwCANARY@127.0.0.1:6379/0?ssl_cert_reqs=none"}
+    assert "CANARY" not in cfg.mask(value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STRIPE_API_BASE", "http://[::1"),
+        ("EXPECTED_WEBHOOK_URL", "http://[x"),
+        ("EXPECTED_WEBHOOK_URL", "https://app.example.com:hook/x"),
+        ("STRIPE_API_BASE", "http://ops:CANARY@[::1"),
+    ],
+)
+def test_an_http_url_that_cannot_be_parsed_is_one_line_naming_the_setting(tmp_path, name, value):
+    with pytest.raises(ConfigError) as error:
+        load({name: value}, toml_path=tmp_path / "none.toml")
+    message = str(error.value)
+    assert message.startswith(f"{name}=") and "\n" not in message
+    assert "CANARY" not in message
+
+
+def test_the_secrets_of_settings_that_do_not_parse_are_found_all_the_same(tmp_path):
+    broken = tmp_path / "monitor.toml"
+    broken.write_text("not toml at all [")
+    env = {
+        "ALERT_URLS": "CANARYalert",
+        "REDIS_URLS": "redis://:CANARYredis@h/0?ssl_cert_reqs=none",
+        "APP_DATABASE_URL": "postgresql://app:CANARYapp#x@[bad/app",
+        "STRIPE_API_KEY": "not a key CANARYkey",
+    }
+    secrets = config.secrets_as_given(env, broken)
+    assert "CANARY" not in config.mask_secrets(" ".join(env.values()), secrets)

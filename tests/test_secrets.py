@@ -1,5 +1,8 @@
 """Canary secrets: every secret the configuration can hold is given a canary value, then the CLI, the jobs
-process and an alert run for real; the canaries must appear in none of their output, logs or records."""
+process and an alert run for real; the canaries must appear in none of their output, logs or records.
+
+That includes passwords that urllib cannot read but SQLAlchemy or redis-py can (or nothing can): a `#`, `/`
+or `[` in them, or a host like `[bad` (issue 14), fed through every URL setting."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from monitor.emulator import server
 from tests.conftest import REPO_ROOT
-from tests.services import clean_env, free_port
+from tests.services import clean_env, free_port, run_cli
 from tests.stripe_cast import Account
 
 KEY = "sk_test_CANARY7f3a9c1e55d04b2"
@@ -112,14 +116,114 @@ def test_the_jobs_process_its_alerts_and_its_records_hold_no_secret(world):
     assert _Receiver.bodies, f"no alert arrived; the jobs log said:\n{log[-2000:]}"
     assert_no_canary(log, "the jobs process's log")
     assert_no_canary("\n".join(_Receiver.bodies), "an alert")
-    engine = create_engine(env["MONITOR_DATABASE_URL"])
+    assert_no_canary(stored(env["MONITOR_DATABASE_URL"]), "the monitor's store")
+
+
+STORED_TABLES = ("job_runs", "alert_deliveries", "probe_results", "repairs", "findings")
+
+
+def stored(url: str) -> str:
+    """Every row the jobs and the CLI record in the store at `url`, as text."""
+    engine = create_engine(url)
     with engine.connect() as conn:
-        stored = json.dumps(
-            [
-                [str(v) for v in row]
-                for table in ("job_runs", "alert_deliveries", "probe_results", "repairs", "findings")
-                for row in conn.execute(text(f"SELECT * FROM {table}"))
-            ]
-        )
+        rows = [
+            [str(v) for v in row]
+            for table in STORED_TABLES
+            for row in conn.execute(text(f"SELECT * FROM {table}"))
+        ]
     engine.dispose()
-    assert_no_canary(stored, "the monitor's store")
+    return json.dumps(rows)
+
+
+# Passwords each parser reads differently: urllib stops the netloc at `#` or `/` and refuses a lone `[`;
+# SQLAlchemy reads them all; redis-py (urllib inside) cannot. The canary is after the odd character, and
+# before it; `[bad` is a host urllib refuses and SQLAlchemy takes.
+AWKWARD_PASSWORDS = {
+    "hash": "pw#CANARYhash1",
+    "slash": "pw/CANARYslash2",
+    "bracket": "pw[CANARYbracket3",
+    "canary-first": "CANARYfirst4#x",
+}
+AWKWARD_URLS = [
+    *(
+        pytest.param(setting, template.format(pw=pw), id=f"{setting}-{shape}")
+        for shape, pw in AWKWARD_PASSWORDS.items()
+        for setting, template in (
+            ("APP_DATABASE_URL", "postgresql://app:{pw}@127.0.0.1:{{port}}/app"),
+            ("MONITOR_DATABASE_URL", "postgresql://monitor:{pw}@127.0.0.1:{{port}}/monitor"),
+            ("REDIS_URLS", "channels=redis://:{pw}@127.0.0.1:{{port}}/0"),
+        )
+    ),
+    pytest.param("APP_DATABASE_URL", "postgresql://app:CANARYhost5@[bad/app", id="APP_DATABASE_URL-host"),
+    pytest.param(
+        "MONITOR_DATABASE_URL",
+        "postgresql://monitor:CANARYhost5@[bad/monitor",
+        id="MONITOR_DATABASE_URL-host",
+    ),
+    pytest.param("REDIS_URLS", "channels=redis://:CANARYhost5@[bad/0", id="REDIS_URLS-host"),
+]
+
+
+@pytest.mark.parametrize(("setting", "url"), AWKWARD_URLS)
+def test_a_password_urllib_cannot_read_is_never_printed_logged_or_stored(world, setting, url):
+    env, _, _ = world
+    env = {**env, setting: url.format(port=free_port()), "SYNC_INTERVAL": "2", "PROBE_INTERVAL": "1"}
+    outputs = []
+    for args in (["reconcile"], ["check", "--json"]):
+        run = run_cli(args, env)
+        outputs.append(f"$ {' '.join(args)} (exit {run.returncode})\n{run.stdout}\n{run.stderr}")
+    joined = "\n".join(outputs)
+    assert "Traceback" not in joined
+    assert_no_canary(joined, "the CLI's output")
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs"],
+        cwd=REPO_ROOT,
+        env=clean_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    store_url = env["MONITOR_DATABASE_URL"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store_url.startswith("sqlite") and _finished_jobs(store_url) >= {"jobs:sync", "jobs:probes"}:
+            break
+        time.sleep(0.5)
+    proc.terminate()
+    log, _ = proc.communicate(timeout=30)
+    assert_no_canary(log, "the jobs process's log")
+    if setting == "APP_DATABASE_URL":  # the store is reachable: the failed runs are recorded there
+        assert _finished_jobs(store_url) >= {"jobs:sync", "jobs:probes"}, log[-2000:]
+        assert_no_canary(stored(store_url), "the monitor's store")
+
+
+def _finished_jobs(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT job FROM job_runs WHERE finished_at IS NOT NULL")).all()
+    except OperationalError:  # the jobs process has not created its tables yet
+        rows = []
+    finally:
+        engine.dispose()
+    return {r.job for r in rows}
+
+
+@pytest.mark.parametrize(
+    "alert_url",
+    ["CANARYalertnoscheme", "foo://host/CANARYpath", "slack://CANARYslack"],
+)
+def test_jobs_never_logs_an_alert_url_it_cannot_use(tmp_path, alert_url):
+    env = {"MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'monitor.db'}", "ALERT_URLS": alert_url}
+    run = subprocess.run(
+        [sys.executable, "-m", "jobs"],
+        cwd=REPO_ROOT,
+        env=clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "ALERT_URLS" in run.stderr and "Traceback" not in run.stderr
+    assert_no_canary(run.stdout + run.stderr, "the jobs process's output")
