@@ -17,7 +17,7 @@ SEVERITY_COLORS = alt.Scale(domain=["critical", "warning"], range=["#d62728", "#
 LOOKUP_PAGE = "pages/2_Customer_lookup.py"
 DISCREPANCIES_PAGE = "pages/1_Discrepancies.py"
 
-context.page(
+who = context.page(
     "Overview",
     ":material/monitor_heart:",
     "Is the path from a Stripe payment to the app's subscription row healthy right now, and who is affected?",
@@ -165,10 +165,17 @@ def charts() -> None:
             )
 
 
-def run_checks() -> None:
+def run_checks(who: context.Operator) -> None:
+    """The button for support and admin only (a full sync spends Stripe's rate limit); for anyone else it is
+    off and says why. monitor.actions.run_checks_now checks the role again and records every call."""
     st.subheader("Run checks now")
     st.caption("Sync from Stripe, reconcile with the app's database and probe every component, once.")
-    if not st.button("Run checks now", icon=":material/refresh:", key="run-checks"):
+    why_not = None if who.may_run_checks else who.why_not("run the checks now")
+    if why_not:
+        st.caption(md_escape(why_not, None))
+    if not st.button(
+        "Run checks now", icon=":material/refresh:", key="run-checks", disabled=bool(why_not), help=why_not
+    ):
         return
     cfg = context.config()
     with st.status("Running checks…", expanded=True) as box:
@@ -178,7 +185,7 @@ def run_checks() -> None:
             bar.progress(min(max(fraction, 0.0), 1.0), text=md_escape(step))
 
         try:
-            summary = actions.run_checks_now(cfg, progress)
+            summary = actions.run_checks_now(cfg, progress, operator=who.name)
         except MonitorError as e:
             box.update(label="Checks failed", state="error")
             st.error(md_escape(cfg.mask(str(e)), None))
@@ -203,4 +210,4 @@ if done is not None:
         st.success(md_escape(said, None))
     else:
         st.warning(md_escape(said + " Failed: " + "; ".join(done.get("errors") or []), 2000))
-run_checks()
+run_checks(who)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from monitor import pipeline, repair, store
+from monitor import actions, pipeline, repair, store
 from monitor.config import EXTRA_SETTINGS, SETTINGS, load
 from monitor.emulator.demo import DEMO_STAGING_WEBHOOK_URL, INCIDENT_EMAIL
 from ui.text import md_code, md_escape, neutralise_cell, to_csv
@@ -305,6 +305,65 @@ def test_without_sign_in_outside_the_demo_the_dashboard_is_read_only(own_copy, u
     assert all(b.disabled for b in at.button if b.label == "Activate")
 
 
+def job_runs_since(where: Path, after: int) -> list[tuple]:
+    con = sqlite3.connect(where / "monitor.db")
+    try:
+        return con.execute(
+            "SELECT job, outcome, error, counts FROM job_runs WHERE id > ? ORDER BY id", (after,)
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def last_job_run(where: Path) -> int:
+    con = sqlite3.connect(where / "monitor.db")
+    try:
+        return con.execute("SELECT coalesce(max(id), 0) FROM job_runs").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_without_sign_in_run_checks_now_is_off_says_why_and_the_monitor_refuses_it_on_record(own_copy, use):
+    use(own_copy, STRIPE_API_KEY="sk_test_readonlycheck")
+    at = open_page()
+    no_exception(at)
+    button = at.button(key="run-checks")
+    assert button.disabled
+    assert "nobody is signed in" in all_text(at)  # said beside the button, not only in its tooltip
+    before = last_job_run(own_copy)
+    with pytest.raises(actions.Forbidden, match="nobody is signed in"):
+        actions.run_checks_now(
+            load(), lambda step, fraction: None
+        )  # the monitor function itself, no operator
+    runs = job_runs_since(own_copy, before)
+    assert [(job, outcome) for job, outcome, _, _ in runs] == [("action:run-checks", "failed")]  # nothing ran
+    assert "nobody is signed in" in runs[0][2]
+    log = open_page(PAGES[5])
+    no_exception(log)
+    shown = next(df.value for df in log.dataframe if "job" in df.value.columns)
+    refused = shown[shown["job"] == "action:run-checks"]
+    assert len(refused) == 1 and refused.iloc[0]["outcome"] == "failed"
+    assert "nobody is signed in" in refused.iloc[0]["error"]
+
+
+def test_a_viewer_cannot_run_checks_now_and_the_monitor_refuses_it_on_record(own_copy, use):
+    use(
+        own_copy,
+        OPERATOR_ROLES="demo-operator=viewer,finance@example.com=finance,support@example.com=support",
+    )
+    at = open_page()
+    no_exception(at)
+    assert at.button(key="run-checks").disabled
+    assert "demo-operator (viewer) may not run the checks now" in all_text(at)
+    before = last_job_run(own_copy)
+    for who in ("demo-operator", "finance@example.com", "stranger@example.com"):
+        with pytest.raises(actions.Forbidden, match=f"{who} may not run the checks now"):
+            actions.run_checks_now(load(), lambda step, fraction: None, operator=who)
+    runs = job_runs_since(own_copy, before)
+    assert [(job, outcome) for job, outcome, _, _ in runs] == [("action:run-checks", "failed")] * 3
+    assert ["demo-operator" in runs[0][3], "finance@example.com" in runs[1][3]] == [True, True]
+
+
 def test_acknowledging_keeps_the_finding_visible_with_its_note(own_copy, use):
     use(own_copy)
     con = sqlite3.connect(own_copy / "monitor.db")
@@ -331,8 +390,10 @@ def test_run_checks_now_syncs_reconciles_and_probes_with_progress(own_copy, use)
     assert "Checks done: verdict CRITICAL" in done
     con = sqlite3.connect(own_copy / "monitor.db")
     jobs = [j for (j,) in con.execute("SELECT job FROM job_runs ORDER BY id DESC LIMIT 2")]
+    asked = con.execute("SELECT outcome, counts FROM job_runs WHERE job = 'action:run-checks'").fetchall()
     con.close()
     assert jobs == ["reconcile", "sync"]
+    assert len(asked) == 1 and asked[0][0] == "ok" and '"operator": "demo-operator"' in asked[0][1]
 
 
 def test_webhooks_shows_the_staging_url_beside_the_expected_one(demo, use):

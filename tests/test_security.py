@@ -1,10 +1,10 @@
 """Access control, secrets and hostile input, through the real dashboard (issue 7).
 
-One dashboard runs outside demo mode behind a trusted proxy header (`X-Forwarded-Email`, which Playwright
-sends as the sign-in proxy would), over a Stripe emulator holding hostile customers and an app database on
+One dashboard runs outside demo mode behind a trusted proxy header (`X-Forwarded-Email`, with the proxy's
+shared secret in `X-Proxy-Secret`, both of which Playwright sends as the sign-in proxy would), over a Stripe emulator holding hostile customers and an app database on
 the tests' PostgreSQL server; every secret it is given is a canary (the Stripe key, the webhook secret, the
 Redis password, the app database's password (the test server trusts local connections, so any password
-works), an alert URL's token). Chromium visits every page, the hostile customer's lookup, its finding and
+works), an alert URL's token, the sign-in proxy's shared secret). Chromium visits every page, the hostile customer's lookup, its finding and
 its Activate dialog: no injected script runs, no injected element or link appears, and no canary is in any
 page's HTML, text, WebSocket traffic or the server's log. SQL in the search boxes finds nothing and changes
 nothing; finance downloads a CSV whose formulas are neutralised, a viewer cannot; Streamlit's own settings
@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from streamlit.testing.v1 import AppTest
 
-from monitor import alerts, repair, store
+from monitor import actions, alerts, repair, store
 from monitor.actions import EXPORT_JOB, Forbidden, authorize_export
 from monitor.config import EXTRA_SETTINGS, SETTINGS, load
 from monitor.emulator import server
@@ -46,6 +46,8 @@ DB_PASSWORD = "dbCANARY5e4d3c2b"
 ALERT_TOKEN = "CANARYalerttoken42"
 CANARY = "CANARY"
 HEADER = "X-Forwarded-Email"
+SECRET_HEADER = "X-Proxy-Secret"
+PROXY_SECRET = "proxyCANARYsecret0123456789"
 ROLES = "support@example.com=support,finance@example.com=finance,viewer@example.com=viewer"
 
 EVIL_EMAIL = '"><img src=x onerror="window.__xss=1">@example.com'
@@ -164,6 +166,7 @@ def site(tmp_path_factory, postgres_server) -> Iterator[Site]:
                 "ALERT_URLS": f"json://127.0.0.1:{free_port()}/alerts?token={ALERT_TOKEN}",
                 "OPERATOR_ROLES": ROLES,
                 "TRUSTED_PROXY_HEADER": HEADER,
+                "TRUSTED_PROXY_SECRET": PROXY_SECRET,
                 "PROBE_INTERVAL": "3600",
             }
             for step in (["sync"], ["reconcile"], ["check"]):  # as an operator would, one process each
@@ -182,8 +185,12 @@ def site(tmp_path_factory, postgres_server) -> Iterator[Site]:
 
 
 def as_operator(browser, who: str):
-    """A browser context that sends `X-Forwarded-Email: who` on every request, as the sign-in proxy does."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, extra_http_headers={HEADER: who})
+    """A browser context that sends `X-Forwarded-Email: who` and the proxy's secret on every request, as the
+    sign-in proxy does."""
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000},
+        extra_http_headers={HEADER: who, SECRET_HEADER: PROXY_SECRET},
+    )
     return context, context.new_page()
 
 
@@ -411,13 +418,21 @@ def test_without_the_proxy_header_nobody_gets_in_and_unknown_people_are_refused(
     page = context.new_page()
     go(page, site.url, "/")
     said = main_text(page)
+    assert "Nobody is signed in" in said and SECRET_HEADER in said and "USD" not in said
+    context.close()
+    context = browser.new_context(extra_http_headers={SECRET_HEADER: PROXY_SECRET})
+    page = context.new_page()
+    go(page, site.url, "/")
+    said = main_text(page)
     assert "Nobody is signed in" in said and HEADER in said and "USD" not in said
     context.close()
     context, page = as_operator(browser, "stranger@example.com")
     go(page, site.url, "/")
     assert "stranger@example.com may not use the dashboard" in main_text(page)
     context.close()
-    context = browser.new_context(extra_http_headers={HEADER: "viewer@example.com, support@example.com"})
+    context = browser.new_context(
+        extra_http_headers={HEADER: "viewer@example.com, support@example.com", SECRET_HEADER: PROXY_SECRET}
+    )
     page = context.new_page()
     go(page, site.url, "/")
     assert "more than once" in main_text(page)
@@ -483,6 +498,7 @@ def test_pages_mask_secrets_when_the_app_database_cannot_be_reached(use, tmp_pat
         MONITOR_DATABASE_URL=f"sqlite:///{tmp_path / 'monitor.db'}",
         REDIS_URLS=f"channels=redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0",
         ALERT_URLS=f"json://127.0.0.1:{free_port()}/alerts?token={ALERT_TOKEN}",
+        OPERATOR_ROLES="support@example.com=support",
     )
     shown = []
 
@@ -492,8 +508,13 @@ def test_pages_mask_secrets_when_the_app_database_cannot_be_reached(use, tmp_pat
         parts += [df.value.to_csv() for df in at.dataframe]
         shown.append(f"{where}: " + "\n".join(str(p) for p in parts))
 
+    # Read-only (no sign-in): "Run checks now" is off on the page, so support runs it through the monitor
+    # function the button calls: sync, reconcile and probe each fail, and say why.
+    ran = actions.run_checks_now(load(), lambda step, fraction: None, operator="support@example.com")
+    assert not ran["ok"] and len(ran["errors"]) >= 2, ran
+    shown.append("Run checks now: " + "\n".join(ran["errors"]))
     overview = AppTest.from_file(REPO_ROOT / "dashboard.py", default_timeout=60).run()
-    overview.button(key="run-checks").click().run()  # sync, reconcile and probe: each fails, and says why
+    assert overview.button(key="run-checks").disabled
     seen(overview, "overview after Run checks now")
     for page, query in (
         ("pages/2_Customer_lookup.py", {"q": "someone@example.com"}),

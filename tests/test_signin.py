@@ -10,6 +10,12 @@ a support person removed from OPERATOR_ROLES (in `monitor.toml`) while signed in
 click, on the same live page with the same identity cookie, and, removed in the environment instead, after
 the dashboard restarts with that cookie still valid. Signing out goes through the provider's end-session
 page.
+
+Behind a sign-in proxy instead (`TRUSTED_PROXY_HEADER` with its shared `TRUSTED_PROXY_SECRET`, issue 14
+point 8), Chromium sends the headers as the proxy would (Playwright's `extra_http_headers`, which reach
+Streamlit's WebSocket too, where `st.context.headers` reads them): the identity header without the secret,
+with a wrong one, or with the secret in a list signs nobody in and nothing can be activated; with the
+secret, support is signed in and activates. The header without a secret stops every command at start.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from monitor import pipeline, repair, store
 from monitor.actions import Forbidden, authorize_export
 from monitor.config import load
 from monitor.emulator import server
-from tests.services import clean_env, free_port
+from tests.services import clean_env, free_port, run_cli
 from tests.streamlit_server import (
     CHROMIUM,
     dashboard,
@@ -52,6 +58,10 @@ ROLES = {
     "viewer@example.com": "viewer",
     "leaver@example.com": "support",
 }
+PROXY_HEADER = "X-Forwarded-Email"
+SECRET_HEADER = "X-Proxy-Secret"  # TRUSTED_PROXY_SECRET_HEADER's default
+PROXY_SECRET = f"proxy-{secrets.token_hex(16)}"
+WRONG_SECRET = f"guess-{secrets.token_hex(16)}"
 
 
 @dataclass
@@ -119,7 +129,7 @@ def world(tmp_path_factory) -> Iterator[World]:
     account = Account(int(time.time()))
     pays = {
         who: account.checkout_payment(f"{who}-customer@example.com")
-        for who in ("support", "viewer", "leaver")
+        for who in ("support", "viewer", "leaver", "proxied")
     }
     account.row(account.checkout_payment("fine@example.com"), "fine@example.com")
     account.write_app_db(f"sqlite:///{where / 'app.db'}")
@@ -314,3 +324,111 @@ def test_a_support_person_removed_from_operator_roles_is_refused_at_the_next_cli
         assert "leaver@example.com" in sidebar_text(page)  # still signed in: the cookie is valid
         assert "leaver@example.com may not use the dashboard" in main_text(page)
     page.context.close()
+
+
+# --- behind a sign-in proxy: the identity header counts only with the proxy's shared secret ------------------
+
+
+@pytest.fixture(scope="module")
+def proxied(world):
+    """The same world behind a sign-in proxy: TRUSTED_PROXY_HEADER, trusted with TRUSTED_PROXY_SECRET."""
+    env = {**world.env, "TRUSTED_PROXY_HEADER": PROXY_HEADER, "TRUSTED_PROXY_SECRET": PROXY_SECRET}
+    with dashboard(env, world.where / "streamlit-proxy.log") as running:
+        yield running
+
+
+def through_proxy(browser, url: str, headers: dict[str, str]):
+    """A fresh browser that sends `headers` with every request, the WebSocket's included, as a proxy would."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, extra_http_headers=headers)
+    page = context.new_page()
+    page.goto(url)
+    settle(page)
+    return page
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({PROXY_HEADER: "support@example.com"}, f"the request carries no {SECRET_HEADER} header"),
+        (
+            {PROXY_HEADER: "support@example.com", SECRET_HEADER: WRONG_SECRET},
+            f"the request's {SECRET_HEADER} is not the sign-in proxy's secret",
+        ),
+        (
+            {PROXY_HEADER: "support@example.com", SECRET_HEADER: f"{WRONG_SECRET}, {PROXY_SECRET}"},
+            f"the request's {SECRET_HEADER} is not the sign-in proxy's secret",
+        ),
+        ({PROXY_HEADER: "support@example.com", SECRET_HEADER: ""}, f"carries no {SECRET_HEADER} header"),
+    ],
+    ids=["no secret", "wrong secret", "a list of secrets", "empty secret"],
+)
+def test_the_proxy_header_without_the_proxys_secret_signs_nobody_in_and_nothing_is_activated(
+    world, proxied, browser, headers, why
+):
+    pay = world.pays["proxied"]
+    page = through_proxy(browser, proxied.url, headers)
+    said = main_text(page)
+    assert "Nobody is signed in" in said and why in said
+    assert "USD" not in said and "customer@example.com" not in said
+    assert "support@example.com" not in sidebar_text(page)
+    # Straight to the customer's lookup: the same gate, no Activate anywhere.
+    page.goto(f"{proxied.url}/Customer_lookup?q={pay['email']}")
+    settle(page)
+    assert "Nobody is signed in" in main_text(page) and "USD" not in main_text(page)
+    assert page.locator("button", has_text=re.compile("activate", re.I)).count() == 0
+    html = page.content()
+    page.context.close()
+    assert PROXY_SECRET not in html and WRONG_SECRET not in html  # the page says why, never what was sent
+    assert PROXY_SECRET not in proxied.log_text() and WRONG_SECRET not in proxied.log_text()
+    assert world.rows(pay["cs"]) == []
+    assert world.ledger(pay["cs"]) == []
+
+
+def test_the_proxy_header_with_the_proxys_secret_signs_support_in_and_activates(world, proxied, browser):
+    pay = world.pays["proxied"]
+    page = through_proxy(
+        browser, proxied.url, {PROXY_HEADER: "support@example.com", SECRET_HEADER: PROXY_SECRET}
+    )
+    assert "support@example.com" in sidebar_text(page) and "proxy header" in sidebar_text(page)
+    look_up(page, proxied.url, pay["email"])
+    assert "USD 149.00" in main_text(page)
+    button = activate_button(page)
+    assert button.is_enabled()
+    button.click()
+    dialog = page.locator("[role='dialog']")
+    dialog.wait_for(state="visible", timeout=30_000)
+    settle(page)
+    assert "acting as support@example.com" in dialog.inner_text()
+    dialog.locator("button", has_text=re.compile("confirm", re.I)).first.click()
+    settle(page)
+    dialog.wait_for(state="detached", timeout=30_000)
+    assert PROXY_SECRET not in page.content()
+    page.context.close()
+    assert world.rows(pay["cs"]) == ["active"]
+    assert [(o, outcome) for o, outcome, _ in world.ledger(pay["cs"])] == [
+        ("support@example.com", "planned"),
+        ("support@example.com", "created"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"TRUSTED_PROXY_HEADER": PROXY_HEADER}, "TRUSTED_PROXY_SECRET is not"),
+        ({"TRUSTED_PROXY_HEADER": PROXY_HEADER, "TRUSTED_PROXY_SECRET": "short-CANARY"}, "16 characters"),
+    ],
+    ids=["no secret", "a short secret"],
+)
+def test_a_proxy_header_without_a_good_secret_stops_a_command_with_one_line(tmp_path, settings, says):
+    env = {
+        "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'monitor.db'}",
+        "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "MONITOR_CONFIG": str(tmp_path / "none.toml"),
+        **settings,
+    }
+    done = run_cli(["reconcile"], env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], done.stderr
+    assert "CANARY" not in done.stdout + done.stderr
+    assert not (tmp_path / "monitor.db").exists()

@@ -4,7 +4,9 @@ in `st.cache_resource`), the operator and their role, and the page's frame (titl
 Who the operator is (issue 7 "Sign-in"), in this order:
 - demo mode: a local demo operator, shown in a banner;
 - `TRUSTED_PROXY_HEADER` set: the value of that request header, put there by an authenticating reverse
-  proxy (oauth2-proxy's `X-Forwarded-Email`); safe only behind a proxy that strips clients' own copies;
+  proxy (oauth2-proxy's `X-Forwarded-Email`), and only on a request that also carries the proxy's shared
+  secret (`TRUSTED_PROXY_SECRET`, in `TRUSTED_PROXY_SECRET_HEADER`): anyone who reaches Streamlit's port
+  can type the identity header, nobody but the proxy knows the secret (issue 14 point 8);
 - an `[auth]` section in Streamlit's secrets (`.streamlit/secrets.toml`): `st.login` (OpenID Connect),
   the operator being the e-mail the identity provider vouches for;
 - neither: nobody, and the dashboard is read-only and says so.
@@ -16,12 +18,14 @@ each monitor action checks it once more itself: st.login's cookie lives 30 days,
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import threading
 import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -38,6 +42,7 @@ from ui.text import md_code, md_escape, short
 DEMO_OPERATOR = "demo-operator"
 ACKNOWLEDGING_ROLES = actions.ACKNOWLEDGING_ROLES  # support and admin (issue 7: roles)
 EXPORTING_ROLES = actions.EXPORTING_ROLES  # finance, support and admin
+RUNNING_ROLES = actions.RUNNING_ROLES  # support and admin: "Run checks now" spends Stripe's rate limit
 OIDC = "OpenID Connect (st.login)"
 PROXY = "proxy header"
 MAX_OPERATOR = 320  # an e-mail address at most
@@ -124,6 +129,10 @@ class Operator:
     def may_export(self) -> bool:
         return self.name is not None and self.role in EXPORTING_ROLES
 
+    @property
+    def may_run_checks(self) -> bool:
+        return self.name is not None and self.role in RUNNING_ROLES
+
     def why_not(self, what: str, who_may: str = "support or admin") -> str:
         if self.name is None:
             return f"Read-only: nobody is signed in, so nobody may {what}."
@@ -164,15 +173,49 @@ def _identity(value: object) -> tuple[str | None, str | None]:
     return name, None
 
 
-def _from_proxy(cfg: Config) -> tuple[str | None, str | None]:
+class _Headers(Protocol):
+    def get_all(self, key: str) -> list[str]: ...
+
+
+def _proxy_sent_secret(cfg: Config, headers: _Headers) -> str | None:
+    """None when the request carries TRUSTED_PROXY_SECRET exactly once in TRUSTED_PROXY_SECRET_HEADER, else
+    why not, in words that never repeat what was sent. The comparison takes the same time however much of
+    a guess is right (hmac.compare_digest), so the secret cannot be found a character at a time."""
+    name = cfg.trusted_proxy_secret_header
+    sent = [v for v in headers.get_all(name) if v]
+    if not sent:
+        return f"the request carries no {name} header: open the dashboard through the sign-in proxy"
+    if len(sent) > 1:
+        # Two copies: the proxy appended its own to a client's instead of replacing it. Trust neither.
+        return f"the request carries {name} more than once: the proxy must replace clients' copies"
+    secret = cfg.trusted_proxy_secret
+    if not secret:  # load() refuses TRUSTED_PROXY_HEADER without it; a Config made by hand may lack it
+        return "TRUSTED_PROXY_SECRET is not set, so no request is trusted to name the operator"
+    if not hmac.compare_digest(sent[0].encode("utf-8", "replace"), secret.encode("utf-8", "replace")):
+        return f"the request's {name} is not the sign-in proxy's secret: open the dashboard through the proxy"
+    return None
+
+
+def proxy_identity(cfg: Config, headers: _Headers) -> tuple[str | None, str | None]:
+    """The operator the sign-in proxy names in TRUSTED_PROXY_HEADER, or (None, why not). The header counts
+    only on a request that carries the proxy's shared secret (see _proxy_sent_secret), and only once."""
+    problem = _proxy_sent_secret(cfg, headers)
+    if problem:
+        return None, problem
     header = cfg.trusted_proxy_header or ""
-    values = [v.strip() for v in st.context.headers.get_all(header) if v.strip()]
+    values = [v.strip() for v in headers.get_all(header) if v.strip()]
     if not values:
         return None, f"the request carries no {header} header: open the dashboard through the sign-in proxy"
     if len(values) > 1 or "," in values[0]:
         # A proxy that appends instead of replacing lets a client's own copy through: trust neither.
         return None, f"the request carries {header} more than once: the proxy must replace clients' copies"
     return _identity(values[0])
+
+
+def _from_proxy(cfg: Config) -> tuple[str | None, str | None]:
+    # st.context.headers: the headers of the request that opened this session's WebSocket, which the proxy
+    # forwards like any other request.
+    return proxy_identity(cfg, st.context.headers)
 
 
 def _from_oidc() -> tuple[str | None, str | None]:
@@ -258,7 +301,7 @@ def bring_demo_up_to_date() -> None:
                     bar.progress(min(max(fraction, 0.0), 1.0), text=md_escape(step))
 
                 try:
-                    actions.run_checks_now(cfg, progress)
+                    actions.run_checks_now(cfg, progress, operator=DEMO_OPERATOR)
                 except MonitorError as e:
                     box.update(label="Demo refresh failed", state="error")
                     st.error(md_escape(cfg.mask(str(e)), None))
@@ -333,7 +376,8 @@ def page(title: str, icon: str, intro: str | None = None) -> Operator:
         )
     elif who.sign_in is None:
         st.warning(
-            "**Read-only**: no sign-in is configured, so nobody may activate, acknowledge or export. Configure "
+            "**Read-only**: no sign-in is configured, so nobody may activate, acknowledge, export or run the "
+            "checks. Configure "
             "`st.login` or a sign-in proxy (see README, Security) to act.",
             icon=":material/lock:",
         )
