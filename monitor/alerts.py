@@ -545,7 +545,7 @@ def check_targets(config: Config) -> None:
             scheme = url.split("://")[0]
             raise ConfigError(
                 f"ALERT_URLS entry {scheme}://… is not valid: expected an apprise URL such as slack://…, "
-                "mailto://…, msteams://… or json://host/path"
+                "mailto://…, workflows://… or json://host/path"
             )
 
 

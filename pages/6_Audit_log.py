@@ -34,6 +34,7 @@ tables.show(
     {
         "started_at": tables.time_col("When (UTC)"),
         "payment_id": tables.link_col("Payment"),
+        "requested_id": tables.text_col("Asked as"),
         "operator": tables.text_col("Operator"),
         "role": tables.text_col("Role", width="small"),
         "strategy": tables.text_col("Strategy", width="small"),
