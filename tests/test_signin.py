@@ -224,22 +224,29 @@ def activate_button(page):
     return page.locator("[data-testid='stMain'] button", has_text=re.compile(r"Activate$")).first
 
 
-def test_support_signs_in_with_openid_connect_and_activates_through_the_dialog(world, served, browser):
-    pay = world.pays["support"]
-    page = sign_in(browser, served.url, "support@example.com")
-    look_up(page, served.url, pay["email"])
-    assert "USD 149.00" in main_text(page)
+def activate_through_dialog(page) -> str:
+    """Press Activate (it must be enabled), confirm in the dialog, wait for it to close; the plan it showed."""
     button = activate_button(page)
     assert button.is_enabled()
     button.click()
     dialog = page.locator("[role='dialog']")
     dialog.wait_for(state="visible", timeout=30_000)
     settle(page)
-    assert "would create an active row" in dialog.inner_text()
-    assert "acting as support@example.com" in dialog.inner_text()
+    plan = dialog.inner_text()
     dialog.locator("button", has_text=re.compile("confirm", re.I)).first.click()
     settle(page)
     dialog.wait_for(state="detached", timeout=30_000)
+    return plan
+
+
+def test_support_signs_in_with_openid_connect_and_activates_through_the_dialog(world, served, browser):
+    pay = world.pays["support"]
+    page = sign_in(browser, served.url, "support@example.com")
+    look_up(page, served.url, pay["email"])
+    assert "USD 149.00" in main_text(page)
+    plan = activate_through_dialog(page)
+    assert "would create an active row" in plan
+    assert "acting as support@example.com" in plan
     assert "Created" in main_text(page)
     assert world.rows(pay["cs"]) == ["active"]
     assert [(o, outcome) for o, outcome, _ in world.ledger(pay["cs"])] == [
@@ -392,16 +399,7 @@ def test_the_proxy_header_with_the_proxys_secret_signs_support_in_and_activates(
     assert "support@example.com" in sidebar_text(page) and "proxy header" in sidebar_text(page)
     look_up(page, proxied.url, pay["email"])
     assert "USD 149.00" in main_text(page)
-    button = activate_button(page)
-    assert button.is_enabled()
-    button.click()
-    dialog = page.locator("[role='dialog']")
-    dialog.wait_for(state="visible", timeout=30_000)
-    settle(page)
-    assert "acting as support@example.com" in dialog.inner_text()
-    dialog.locator("button", has_text=re.compile("confirm", re.I)).first.click()
-    settle(page)
-    dialog.wait_for(state="detached", timeout=30_000)
+    assert "acting as support@example.com" in activate_through_dialog(page)
     assert PROXY_SECRET not in page.content()
     page.context.close()
     assert world.rows(pay["cs"]) == ["active"]
