@@ -9,7 +9,7 @@ import streamlit as st
 
 from monitor import actions
 from monitor.errors import MonitorError
-from monitor.findings import AT_RISK_KINDS, KINDS
+from monitor.rules.findings import AT_RISK_KINDS, KINDS
 from ui import context, data, status
 from ui.text import age, md_code, md_escape, money, short, utc
 

@@ -9,7 +9,7 @@ Each runs at most once at a time, missed runs are coalesced, and a run may start
 (APScheduler's default `misfire_grace_time` of 1 s would drop runs whenever the process is busy).
 
 High availability: every jobs process on one store tries to take or renew the store's lease every few
-seconds (monitor.leases); only the holder runs jobs, the others stand by. The holder gives the lease up on
+seconds (monitor.store.leases); only the holder runs jobs, the others stand by. The holder gives the lease up on
 a clean stop, and stops starting jobs as soon as it cannot renew it.
 
 Stopping (`stop`, from SIGTERM or SIGINT): no new run starts, a running one gets a few seconds to finish
@@ -41,8 +41,8 @@ from sqlalchemy import update
 from monitor import alerts, scheduled, store
 from monitor.config import Config, mask_url, mask_value
 from monitor.errors import MonitorError
-from monitor.leases import Lease
-from monitor.models import JobRun, now_utc
+from monitor.store.leases import Lease
+from monitor.store.models import JobRun, now_utc
 
 log = logging.getLogger("jobs")
 DAY_S = 24 * 3600

@@ -20,9 +20,9 @@ from sqlalchemy import Engine, select, update
 from monitor import pipeline, store
 from monitor.config import ROLES, Config
 from monitor.errors import BadInput, MonitorError
-from monitor.lifecycle import ACKNOWLEDGED, OPEN
-from monitor.models import FindingRow, now_utc
 from monitor.repair import ACTIVATING_ROLES, role_of
+from monitor.store.lifecycle import ACKNOWLEDGED, OPEN
+from monitor.store.models import FindingRow, now_utc
 
 # Who may do what (issue 7 "Roles"): viewer reads, finance also exports, support also activates,
 # acknowledges and runs the checks, admin everything. Activation's own list is

@@ -4,7 +4,7 @@ What is due is read from the store each time `send_due_alerts` runs (after every
 run), so the rules are simple to state:
 - a critical finding in status `open` is alerted once per finding id (key `finding:<id>`); acknowledged
   findings are not alerted; a finding that is resolved gives its key back, so it alerts again if it reopens;
-- a component whose probes show an ongoing outage (monitor.outages) that reached `down` is alerted once
+- a component whose probes show an ongoing outage (monitor.rules.outages) that reached `down` is alerted once
   per outage (key `outage:<component>@<start>`), and not again while an alerted outage of it is unrecovered
   (the `scheduler` component excepted: the jobs process that sends alerts cannot report its own absence);
 - an alerted outage is followed by one recovery alert (key `recovery:<component>@<start>`) at the first
@@ -44,13 +44,14 @@ import apprise
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from monitor import lifecycle, store
+from monitor import store
 from monitor.config import Config, ConfigError, mask_secrets
-from monitor.findings import CRITICAL, KINDS
-from monitor.models import AlertDelivery, AlertSent, FindingRow, ProbeResultRow
-from monitor.money import format_money
-from monitor.outages import DOWN, Outage, format_time, outage_windows
-from monitor.timefmt import format_duration
+from monitor.rules.findings import CRITICAL, KINDS
+from monitor.rules.money import format_money
+from monitor.rules.outages import DOWN, Outage, format_time, outage_windows
+from monitor.rules.timefmt import format_duration
+from monitor.store import lifecycle
+from monitor.store.models import AlertDelivery, AlertSent, FindingRow, ProbeResultRow
 
 FINDING, OUTAGE, RECOVERY = "finding", "outage", "recovery"
 SENT, FAILED, CAPPED, NOT_SENT = "sent", "failed", "capped", "not_sent"

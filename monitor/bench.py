@@ -2,7 +2,7 @@
 
 One run, one table, our way side by side with the naive way:
 
-1. Backfill: `monitor.sync.sync` against a naive sequential `auto_paging_iter` loop of the real stripe SDK
+1. Backfill: `monitor.stripe_api.sync.sync` against a naive sequential `auto_paging_iter` loop of the real stripe SDK
    over the same N Checkout Sessions, served by the emulator in a subprocess (so it does not share our GIL)
    with injected latency. Every request of ours is timed where it starts (`StripeSource._request`), so the
    table shows the most requests that started in any one second against STRIPE_RATE_LIMIT.
@@ -51,16 +51,17 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from monitor import lifecycle, pipeline, snapshot, store
+from monitor import pipeline, store
 from monitor.app_db import AppDatabase, create_default_schema, load_mapping
-from monitor.db import warm_bulk_reader
 from monitor.emulator.shapes import example
-from monitor.findings import PAYMENT_KINDS, Finding, finding_id
-from monitor.models import CheckoutSession, FindingRow, JobRun
-from monitor.ratelimit import RateLimiter
-from monitor.reconcile import PAYMENT_COLUMNS, SUBSCRIPTION_COLUMNS, reconcile
-from monitor.stripe_source import RESOURCES, StripeSource
-from monitor.sync import DEFAULT_WORKERS, SyncResult, sync
+from monitor.rules.findings import PAYMENT_KINDS, Finding, finding_id
+from monitor.rules.reconcile import PAYMENT_COLUMNS, SUBSCRIPTION_COLUMNS, reconcile
+from monitor.store import lifecycle, snapshot
+from monitor.store.db import warm_bulk_reader
+from monitor.store.models import CheckoutSession, FindingRow, JobRun
+from monitor.stripe_api.ratelimit import RateLimiter
+from monitor.stripe_api.source import RESOURCES, StripeSource
+from monitor.stripe_api.sync import DEFAULT_WORKERS, SyncResult, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "BENCHMARKS.md"
@@ -777,7 +778,7 @@ def max_in_window(starts: list[float], window: float) -> int:
 
 
 def our_sync(engine: Engine, base_url: str, rate: float, *, now: int, label: str) -> SyncRun:
-    """`monitor.sync.sync` through a StripeSource limited to `rate` requests/s, each request's start timed."""
+    """`monitor.stripe_api.sync.sync` through a StripeSource limited to `rate` requests/s, each request's start timed."""
     source = StripeSource(KEY, base_url, limiter=RateLimiter(rate))
     starts: list[float] = []
     request = source._request
@@ -926,7 +927,7 @@ def _when(value) -> datetime | None:
 
 def naive_decide(p: dict, rows: list[dict], now: datetime) -> list[str]:
     """The per-payment decisions of a naive reconciliation, in plain Python, for one payment and its rows.
-    (It judges less than monitor.reconcile: no active_without_payment, no latest-payment rules.)"""
+    (It judges less than monitor.rules.reconcile: no active_without_payment, no latest-payment rules.)"""
     created = _when(p["created"])
     due = created is not None and now - created > GRACE
     refunded, amount = int(p["amount_refunded"] or 0), int(p["amount"] or 0)
@@ -1675,7 +1676,7 @@ def render(
         f"- Backfill: {sizes.objects:,} Checkout Sessions (Stripe's example object, ~3 KB of JSON each) served "
         f"by `python -m monitor emulator` in its own process with `--latency-ms {sizes.latency_ms:g}`. Naive: "
         '`client.v1.checkout.sessions.list({"limit": 100}).auto_paging_iter()` of the stripe SDK, one request '
-        "at a time, in its own process, storing nothing. Ours: `monitor.sync.sync` with "
+        "at a time, in its own process, storing nothing. Ours: `monitor.stripe_api.sync.sync` with "
         f"{DEFAULT_WORKERS} workers and `RateLimiter({sizes.rate_limit:g})`, all 9 resources, every page saved "
         'to the store. Each request\'s start is timed in `StripeSource._request`; "most in any 1 s" is the '
         "largest number of starts within any one-second interval.",

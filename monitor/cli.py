@@ -26,7 +26,7 @@ def _say(text: str, cfg=None, file=None) -> None:
 
 
 def _money(amount: int | None, currency: str | None) -> str:
-    from monitor.money import format_money
+    from monitor.rules.money import format_money
 
     return format_money(amount, currency) if amount is not None and currency else ""
 
@@ -44,7 +44,7 @@ def _progress_printer(stream):
 
 def cmd_sync(args, cfg) -> int:
     from monitor import pipeline, store
-    from monitor.sync import SyncIncomplete
+    from monitor.stripe_api.sync import SyncIncomplete
 
     engine = store.open_store(cfg.monitor_database_url)
     progress = _progress_printer(sys.stderr)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
 
-from monitor.findings import KINDS
-from monitor.money import minor_units_per_major
+from monitor.rules.findings import KINDS
+from monitor.rules.money import minor_units_per_major
 
 PREFIX = "payment_monitor"
 STATES = ("up", "degraded", "down", "unknown")

@@ -21,24 +21,24 @@ from datetime import datetime, timedelta
 import pandas as pd
 from sqlalchemy import Engine
 
-from monitor import lifecycle, snapshot, store
+from monitor import store
 from monitor.app_db import AppDatabase, load_mapping
-from monitor.completeness import snapshot_json, whole_kinds_held_back
 from monitor.config import Config
-from monitor.db import warm_bulk_reader
 from monitor.errors import BadInput, MonitorError, StripeAuthError, StripeError
-from monitor.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, finding_id, severity_of
-from monitor.models import now_utc
-from monitor.outages import outage_windows
-from monitor.ratelimit import RateLimiter
-from monitor.reconcile import reconcile
-from monitor.root_cause import explain
-from monitor.stripe_source import StripeSource
-from monitor.sync import Progress, SyncIncomplete, SyncResult, sync
-from monitor.webhook_health import audit_endpoints, webhook_findings
+from monitor.rules.completeness import snapshot_json, whole_kinds_held_back
+from monitor.rules.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, finding_id, severity_of
+from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_max_age
+from monitor.rules.outages import outage_windows
+from monitor.rules.reconcile import reconcile
+from monitor.rules.root_cause import explain
+from monitor.rules.webhook_health import audit_endpoints, webhook_findings
+from monitor.store import lifecycle, snapshot
+from monitor.store.db import warm_bulk_reader
+from monitor.store.models import now_utc
+from monitor.stripe_api.ratelimit import RateLimiter
+from monitor.stripe_api.source import StripeSource
+from monitor.stripe_api.sync import Progress, SyncIncomplete, SyncResult, sync
 
-# Job names the scheduler process records; their runs are its heartbeat.
-SCHEDULED_JOBS = ("jobs:sync", "jobs:probes", "jobs:retention")
 HISTORY_DAYS = 35  # probe history read for root causes: a little more than Stripe's 30-day Events window
 CHECK_DEADLINE_S = 4.0
 
@@ -118,7 +118,7 @@ class AccountMismatch(BadInput):
 def run_sync(
     config: Config, engine: Engine, *, full: bool = False, progress: Progress | None = None
 ) -> SyncResult:
-    """Sync the store from Stripe (see monitor.sync). Raises AccountMismatch before anything is fetched
+    """Sync the store from Stripe (see monitor.stripe_api.sync). Raises AccountMismatch before anything is fetched
     when the key is for another account or mode than the store's (unless `full`, which starts the store
     anew for it), and SyncIncomplete, after recording the run, when some resources failed."""
     with store.RunRecorder(engine, "sync") as run, stripe_source(config) as source:
@@ -411,7 +411,7 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
             "scheduler", "unknown", "the monitor's store could not be read", None, now_utc()
         )
     else:
-        max_age = timedelta(seconds=2 * min(config.probe_interval, config.sync_interval))
+        max_age = scheduler_max_age(sync_interval=config.sync_interval, probe_interval=config.probe_interval)
         scheduler = probes.probe_scheduler(state["heartbeat"], now=now_utc(), max_age=max_age)
     components.append(scheduler)
     if state is not None:

@@ -29,8 +29,8 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from monitor.config import Config, mask_secrets, mask_url, url_secrets
-from monitor.stripe_source import StripeSource
-from monitor.timefmt import format_duration
+from monitor.rules.timefmt import format_duration
+from monitor.stripe_api.source import StripeSource
 
 UP, DEGRADED, DOWN, UNKNOWN = "up", "degraded", "down", "unknown"
 CONNECT_TIMEOUT_S = 1

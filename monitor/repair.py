@@ -3,7 +3,7 @@ button, the CLI, any future automatic repair). DESIGN.md "Activation repair", in
 
 1. Re-fetch the payment from Stripe now; refuse unless paid, not fully refunded, not disputed, and the
    amount matches what the row will say. Stripe unreachable is a refusal: never guess from the snapshot.
-2. Claim the repair in the monitor's store (monitor.claims): one claim per payment; a second click waits
+2. Claim the repair in the monitor's store (monitor.store.claims): one claim per payment; a second click waits
    for the first and then finds the row active. "The payment" is its canonical id (the `payment_id` of its
    row in the store's `payments` table), whichever of its ids, `cs_`, `in_` or `pi_`, was given:
    `payment_state.canonical_id` decides from what Stripe says now and what the store holds, and the live
@@ -34,14 +34,16 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy import Engine, bindparam, insert, or_, select, text
 
-from monitor import claims, store, webhook_replay
+from monitor import store
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.config import Config
 from monitor.errors import BadInput, MonitorError, StripeError, StripeRequestError
-from monitor.models import RepairRecord, now_utc
-from monitor.money import format_money
-from monitor.payment_state import PaymentState, canonical_id, fetch_payment_state, kind_of
-from monitor.stripe_source import StripeSource
+from monitor.rules.money import format_money
+from monitor.store import claims
+from monitor.store.models import RepairRecord, now_utc
+from monitor.stripe_api import webhook_replay
+from monitor.stripe_api.payment_state import PaymentState, canonical_id, fetch_payment_state, kind_of
+from monitor.stripe_api.source import StripeSource
 
 ACTIVATING_ROLES = ("support", "admin")
 STRATEGIES = ("db", "webhook")
@@ -379,7 +381,7 @@ def _replay(
 
 
 def _announcing_event(engine: Engine, payment_id: str) -> str | None:
-    from monitor.payment_table import PAYMENT_EVENT_TYPES
+    from monitor.store.payment_table import PAYMENT_EVENT_TYPES
 
     with engine.connect() as conn:
         rows = conn.execute(

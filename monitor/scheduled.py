@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, select
 
-from monitor import alerts, lifecycle, pipeline, store
+from monitor import alerts, pipeline, store
 from monitor.config import Config
-from monitor.models import AlertDelivery, AlertSent, FindingRow, JobRun, ProbeResultRow
-from monitor.sync import SyncIncomplete
+from monitor.rules.heartbeat import SCHEDULED_JOBS
+from monitor.store import lifecycle
+from monitor.store.models import AlertDelivery, AlertSent, FindingRow, JobRun, ProbeResultRow
+from monitor.stripe_api.sync import SyncIncomplete
 
-SYNC_JOB, PROBE_JOB, RETENTION_JOB = pipeline.SCHEDULED_JOBS
+SYNC_JOB, PROBE_JOB, RETENTION_JOB = SCHEDULED_JOBS
 # Which process ran a job, kept in its counts: with several jobs processes (HA) the runs say who led.
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from monitor import actions
 from monitor.errors import MonitorError
-from monitor.findings import KINDS
+from monitor.rules.findings import KINDS
 from ui import activate, context, data, tables
 from ui.text import md_escape, money, one_line, short, utc, with_major
 

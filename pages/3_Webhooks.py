@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from monitor.timefmt import format_duration
+from monitor.rules.timefmt import format_duration
 from ui import context, data, tables
 from ui.text import md_escape, one_line
 

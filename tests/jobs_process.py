@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from sqlalchemy import select
 
 from monitor import store
-from monitor.models import JobRun
+from monitor.store.models import JobRun
 from tests.services import REPO_ROOT, clean_env
 
 # Settings added after tests/services.py's list: unset unless a test says otherwise, so a developer's shell

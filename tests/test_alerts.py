@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select, update
 
-from monitor import alerts, config, lifecycle, store
-from monitor.findings import PAYMENT_KINDS, WEBHOOK_KINDS, Finding
-from monitor.models import AlertDelivery, FindingRow
+from monitor import alerts, config, store
+from monitor.rules.findings import PAYMENT_KINDS, WEBHOOK_KINDS, Finding
+from monitor.store import lifecycle
+from monitor.store.models import AlertDelivery, FindingRow
 from tests.services import free_port
 
 T0 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)

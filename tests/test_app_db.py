@@ -142,7 +142,7 @@ def test_a_missing_column_is_a_mapping_error_naming_it(tmp_path):
 def test_a_mapping_query_without_a_canonical_column_names_the_column(tmp_path):
     url = f"sqlite:///{tmp_path / 'app.db'}"
     fill(url)
-    preset = (Path(__file__).resolve().parents[1] / "monitor/presets/default.toml").read_text()
+    preset = (Path(__file__).resolve().parents[1] / "monitor/app_db/presets/default.toml").read_text()
     broken = tmp_path / "broken.toml"
     broken.write_text(preset.replace("AS current_period_end", "AS period_end_wrong"))
     with pytest.raises(MappingError, match="current_period_end"):

@@ -1,7 +1,7 @@
-"""Bulk reads (monitor.db.read_bulk): column-wise through ADBC and row by row through the driver give the same
+"""Bulk reads (monitor.store.db.read_bulk): column-wise through ADBC and row by row through the driver give the same
 frames once normalised, on SQLite and PostgreSQL, for the store's payments and events and the app's rows.
 
-SQLite files are read through ADBC in a child process only from monitor.db.SQLITE_CHILD_BYTES up, so the
+SQLite files are read through ADBC in a child process only from monitor.store.db.SQLITE_CHILD_BYTES up, so the
 SQLite files here are padded past that size with a table of their own."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from monitor import snapshot, store
+from monitor import store
 from monitor.app_db import AppDatabase, _normalise, load_mapping
-from monitor.db import SQLITE_CHILD_BYTES, read_bulk
 from monitor.emulator.demo import build_demo
-from monitor.reconcile import SUBSCRIPTION_COLUMNS
+from monitor.rules.reconcile import SUBSCRIPTION_COLUMNS
+from monitor.store import snapshot
+from monitor.store.db import SQLITE_CHILD_BYTES, read_bulk
 
 ANCHOR = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from monitor.emulator import server
-from monitor.findings import PAYMENT_KINDS
+from monitor.rules.findings import PAYMENT_KINDS
 from tests.conftest import REPO_ROOT
 from tests.services import clean_env, free_port
 from tests.stripe_cast import Account, known_cases
@@ -151,7 +151,7 @@ def test_an_unreachable_app_database_is_a_clear_error_and_the_store_keeps_its_fi
 
 def test_a_mapping_missing_a_canonical_column_is_exit_2_naming_it(cli, cases, tmp_path):
     _, app_url, _ = cases
-    preset = (REPO_ROOT / "monitor/presets/default.toml").read_text()
+    preset = (REPO_ROOT / "monitor/app_db/presets/default.toml").read_text()
     broken = tmp_path / "broken.toml"
     broken.write_text(preset.replace("AS current_period_end", "AS period_end_wrong"))
     run = cli(["reconcile"], {"STRIPE_API_KEY": KEY, "APP_DATABASE_URL": app_url, "APP_SCHEMA": str(broken)})

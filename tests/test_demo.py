@@ -26,7 +26,7 @@ from monitor.emulator.demo import (
     ensure_demo_app_db,
 )
 from monitor.errors import AppDatabaseError
-from monitor.findings import KINDS
+from monitor.rules.findings import KINDS
 
 ANCHOR = datetime(2026, 11, 26, 11, 20, tzinfo=UTC)
 NOW = int(ANCHOR.timestamp())

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 from monitor.emulator import server
 from monitor.emulator.shapes import example, examples
-from monitor.findings import WEBHOOK_KINDS
+from monitor.rules.findings import WEBHOOK_KINDS
 from tests.django_app import harness
 from tests.stripe_cast import Account
 

@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, insert, select
 
-from monitor import config, lifecycle, scheduled, store
+from monitor import config, scheduled, store
 from monitor.emulator import server
 from monitor.emulator.demo import INCIDENT_EMAIL, build_demo, ensure_demo_app_db
 from monitor.errors import StripeError
-from monitor.findings import PAYMENT_KINDS, Finding
-from monitor.models import AlertDelivery, FindingRow, JobRun, Lease, ProbeResultRow
+from monitor.rules.findings import PAYMENT_KINDS, Finding
+from monitor.store import lifecycle
+from monitor.store.models import AlertDelivery, FindingRow, JobRun, Lease, ProbeResultRow
 from tests.jobs_process import QUIET, JobsChild, job_runs, wait_until
 from tests.services import REPO_ROOT, clean_env, free_port
 

@@ -15,8 +15,8 @@ from sqlalchemy import update
 
 from jobs.process import JobsProcess
 from monitor import config, store
-from monitor.leases import Lease
-from monitor.models import Lease as LeaseRow
+from monitor.store.leases import Lease
+from monitor.store.models import Lease as LeaseRow
 from tests.jobs_process import JobsChild, job_runs, wait_until
 from tests.services import free_port
 

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.emulator import server
 from monitor.errors import MappingError
-from monitor.findings import WEBHOOK_KINDS
+from monitor.rules.findings import WEBHOOK_KINDS
 from tests.conftest import REPO_ROOT
 from tests.django_app import harness
 from tests.stripe_cast import Account, known_cases

@@ -10,7 +10,7 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from monitor import store
-from monitor.payment_state import PaymentState, canonical_id
+from monitor.stripe_api.payment_state import PaymentState, canonical_id
 
 
 @pytest.mark.parametrize(

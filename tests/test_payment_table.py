@@ -10,9 +10,10 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
-from monitor import payment_table, snapshot, store
+from monitor import store
 from monitor.emulator.demo import build_demo
-from monitor.stripe_rows import object_type, row_for, table_for
+from monitor.store import payment_table, snapshot
+from monitor.store.rows import object_type, row_for, table_for
 
 ANCHOR = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 NOW = int(ANCHOR.timestamp())

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from monitor.ratelimit import RateLimiter
+from monitor.stripe_api.ratelimit import RateLimiter
 
 
 def most_in_any_second(starts: list[float]) -> int:

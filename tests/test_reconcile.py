@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitor.findings import PAYMENT_KINDS
-from monitor.reconcile import (
+from monitor.rules.findings import PAYMENT_KINDS
+from monitor.rules.reconcile import (
     PAYMENT_COLUMNS,
     SUBSCRIPTION_COLUMNS,
     empty_payments,

@@ -21,14 +21,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from monitor import config, repair, snapshot, store, views
+from monitor import config, repair, store, views
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.emulator import server
-from monitor.models import now_utc
-from monitor.payment_state import PaymentState, fetch_payment_state
-from monitor.reconcile import reconcile
-from monitor.stripe_source import StripeSource
-from monitor.sync import sync
+from monitor.rules.reconcile import reconcile
+from monitor.store import snapshot
+from monitor.store.models import now_utc
+from monitor.stripe_api.payment_state import PaymentState, fetch_payment_state
+from monitor.stripe_api.source import StripeSource
+from monitor.stripe_api.sync import sync
 from tests.services import free_port
 from tests.stripe_cast import Account
 from tests.webhook_receiver import WebhookReceiver, insert_active_row

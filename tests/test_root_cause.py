@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from monitor.findings import Finding
-from monitor.outages import Outage, format_window, outage_windows
-from monitor.reconcile import PAYMENT_COLUMNS
-from monitor.root_cause import explain
-from monitor.webhook_health import EVENT_COLUMNS, LOG_COLUMNS
+from monitor.rules.findings import Finding
+from monitor.rules.outages import Outage, format_window, outage_windows
+from monitor.rules.reconcile import PAYMENT_COLUMNS
+from monitor.rules.root_cause import explain
+from monitor.rules.webhook_health import EVENT_COLUMNS, LOG_COLUMNS
 
 NOW = datetime(2026, 11, 26, 13, 5, tzinfo=UTC)
 REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."

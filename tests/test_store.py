@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, inspect, select
 
-from monitor import db, lifecycle, snapshot, store, views
+from monitor import store, views
 from monitor.emulator import server
-from monitor.findings import Finding
-from monitor.models import FindingRow, JobRun
-from monitor.stripe_source import StripeSource
-from monitor.sync import sync
+from monitor.rules.findings import Finding
+from monitor.store import db, lifecycle, snapshot
+from monitor.store.models import FindingRow, JobRun
+from monitor.stripe_api.source import StripeSource
+from monitor.stripe_api.sync import sync
 from tests.stripe_cast import Account
 
 NOW = int(time.time())

@@ -6,7 +6,7 @@ import pytest
 
 from monitor import store
 from monitor.emulator.shapes import examples
-from monitor.stripe_rows import (
+from monitor.store.rows import (
     invoice_payment_intent,
     invoice_period_end,
     invoice_subscription,

@@ -17,9 +17,9 @@ from monitor.emulator import server
 from monitor.emulator.server import json_response
 from monitor.emulator.shapes import example
 from monitor.errors import StripeAuthError, StripeUnavailable
-from monitor.models import STRIPE_TABLES, SyncWindow
-from monitor.stripe_source import RESOURCES, StripeSource
-from monitor.sync import STOP_AFTER_FAILURES, SyncIncomplete, sync
+from monitor.store.models import STRIPE_TABLES, SyncWindow
+from monitor.stripe_api.source import RESOURCES, StripeSource
+from monitor.stripe_api.sync import STOP_AFTER_FAILURES, SyncIncomplete, sync
 from tests.conftest import REPO_ROOT
 from tests.services import clean_env
 from tests.stripe_cast import Account, many_sessions
@@ -312,7 +312,7 @@ def test_a_429_storm_ends_and_the_store_is_complete(engine, reference):
 
 
 def test_the_sync_never_exceeds_its_rate_limit(engine):
-    from monitor.ratelimit import RateLimiter
+    from monitor.stripe_api.ratelimit import RateLimiter
 
     with server.start(account().objects, api_key=KEY, rate_limit=10) as running:
         sync(engine, StripeSource(KEY, running.base_url, limiter=RateLimiter(10)), now=NOW, workers=16)
@@ -331,8 +331,8 @@ def test_pages_parsed_once_by_orjson_equal_what_the_sdks_raw_request_gives():
 
 
 def test_a_second_sync_of_the_same_store_waits_for_the_first_or_says_who_holds_it(engine):
-    from monitor import sync as sync_module
-    from monitor.leases import Lease
+    from monitor.store.leases import Lease
+    from monitor.stripe_api import sync as sync_module
 
     other = Lease(engine, "elsewhere:1:abc", name="sync", duration=60)
     assert other.acquire()

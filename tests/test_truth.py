@@ -17,16 +17,17 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from monitor import config as config_module
-from monitor import pipeline, snapshot, store
+from monitor import pipeline, store
 from monitor.app_db import AppDatabase, load_mapping
-from monitor.completeness import ResourceGap, SnapshotState
 from monitor.emulator import server
 from monitor.emulator.shapes import example
-from monitor.models import SyncResource, SyncState
-from monitor.reconcile import reconcile
-from monitor.stripe_rows import listing_ranks
-from monitor.stripe_source import RESOURCES, StripeSource
-from monitor.sync import SyncIncomplete, sync
+from monitor.rules.completeness import ResourceGap, SnapshotState
+from monitor.rules.reconcile import reconcile
+from monitor.store import snapshot
+from monitor.store.models import SyncResource, SyncState
+from monitor.store.rows import listing_ranks
+from monitor.stripe_api.source import RESOURCES, StripeSource
+from monitor.stripe_api.sync import SyncIncomplete, sync
 from tests.stripe_cast import MONTH_S, Account
 
 KEY = "sk_test_truth"

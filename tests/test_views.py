@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, insert, select, text
 
-from monitor import actions, config, lifecycle, pipeline, repair, store, views
+from monitor import actions, config, pipeline, repair, store, views
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.emulator.demo import (
     DEMO_EXPECTED_WEBHOOK_URL,
@@ -23,9 +23,10 @@ from monitor.emulator.demo import (
     REDIS_ERROR,
 )
 from monitor.errors import AppDatabaseError, BadInput
-from monitor.findings import KINDS, Finding, finding_id
-from monitor.models import FindingRow, JobRun, now_utc
-from monitor.webhook_health import PAYMENT_EVENT_TYPES, delivery_countdowns
+from monitor.rules.findings import KINDS, Finding, finding_id
+from monitor.rules.webhook_health import PAYMENT_EVENT_TYPES, delivery_countdowns
+from monitor.store import lifecycle
+from monitor.store.models import FindingRow, JobRun, now_utc
 from tests.services import free_port
 
 COMPONENT_ORDER = ["redis:channels", "monitor_db", "app_db", "stripe_api", "webhook_endpoint", "scheduler"]
@@ -453,7 +454,9 @@ def test_an_unreachable_app_database_is_shown_beside_the_stripe_side_not_hidden(
         assert detail["stripe_object"]["amount_total"] == 14900 and detail["event"]["pending_webhooks"] == 1
         view = views.customer_lookup(demo.engine, dead, INCIDENT_EMAIL, now=now_utc())
         assert "cannot connect" in view.app_error and len(view.payments) == 1
-        overview = views.webhook_overview(demo.engine, dead, demo.cfg, now=now_utc())
+        overview = views.webhook_overview(
+            demo.engine, dead, demo.cfg, now=now_utc(), expected_url=pipeline.expected_webhook_url(demo.cfg)
+        )
         assert "cannot connect" in overview["app_error"]
         assert overview["failed"]["error"].isna().all() and len(overview["failed"]) == 1
         with pytest.raises(AppDatabaseError):  # a row id only the app can answer
@@ -467,7 +470,9 @@ def test_an_unreachable_app_database_is_shown_beside_the_stripe_side_not_hidden(
 
 def test_webhook_overview_shows_the_staging_url_beside_the_expected_one_and_the_stuck_event(demo):
     now = now_utc()
-    overview = views.webhook_overview(demo.engine, demo.app, demo.cfg, now=now)
+    overview = views.webhook_overview(
+        demo.engine, demo.app, demo.cfg, now=now, expected_url=pipeline.expected_webhook_url(demo.cfg)
+    )
     audit = overview["audit"]
     assert not audit.ok and audit.expected_url == DEMO_EXPECTED_WEBHOOK_URL
     assert DEMO_STAGING_WEBHOOK_URL in [e["url"] for e in audit.endpoints if e["status"] == "enabled"]
@@ -496,7 +501,9 @@ def test_webhook_overview_shows_the_staging_url_beside_the_expected_one_and_the_
 
 def test_webhook_overview_counts_payment_events_per_day_for_30_days(demo):
     now = now_utc()
-    daily = views.webhook_overview(demo.engine, demo.app, demo.cfg, now=now)["daily"]
+    daily = views.webhook_overview(
+        demo.engine, demo.app, demo.cfg, now=now, expected_url=pipeline.expected_webhook_url(demo.cfg)
+    )["daily"]
     assert len(daily) == 30 and daily["day"].is_monotonic_increasing
     assert daily["day"].iloc[-1] == pd.Timestamp(now.date(), tz="UTC")
     first = int(daily["day"].iloc[0].timestamp())

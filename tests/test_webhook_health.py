@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from monitor.reconcile import PAYMENT_COLUMNS
-from monitor.timefmt import format_duration
-from monitor.webhook_health import (
+from monitor.rules.reconcile import PAYMENT_COLUMNS
+from monitor.rules.timefmt import format_duration
+from monitor.rules.webhook_health import (
     EVENT_COLUMNS,
     LOG_COLUMNS,
     REQUIRED_EVENT_TYPES,

@@ -33,10 +33,11 @@ from sqlalchemy import Engine
 from monitor import actions, pipeline, store
 from monitor.app_db import AppDatabase
 from monitor.config import EXTRA_SETTINGS, SETTINGS, Config, ConfigError, load
-from monitor.db import for_reading
 from monitor.errors import MonitorError
-from monitor.models import now_utc
 from monitor.repair import ACTIVATING_ROLES, role_of
+from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_alive
+from monitor.store.db import for_reading
+from monitor.store.models import now_utc
 from ui.text import md_code, md_escape, short
 
 DEMO_OPERATOR = "demo-operator"
@@ -262,12 +263,12 @@ def _demo_needs_refresh(cfg: Config, eng: Engine) -> bool:
     history (or older than two probe intervals)."""
     from sqlalchemy import func, select
 
-    from monitor.models import ProbeResultRow
+    from monitor.store.models import ProbeResultRow
 
     with eng.connect() as conn:
-        heartbeat = store.last_run_started(conn, pipeline.SCHEDULED_JOBS)
-        if heartbeat is not None and now_utc() - heartbeat < timedelta(
-            seconds=2 * min(cfg.sync_interval, cfg.probe_interval)
+        heartbeat = store.last_run_started(conn, SCHEDULED_JOBS)
+        if scheduler_alive(
+            heartbeat, now=now_utc(), sync_interval=cfg.sync_interval, probe_interval=cfg.probe_interval
         ):
             return False  # `python -m jobs` is running (make run starts it): it keeps the demo fresh
         synced = store.last_successful_run(conn, ("sync", "jobs:sync"))

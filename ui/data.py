@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import streamlit as st
 
-from monitor import views
-from monitor.models import now_utc
+from monitor import pipeline, views
+from monitor.store.models import now_utc
 from ui import context
 
 STATUS_TTL = 10  # seconds: the status strip and the numbers on the Overview
@@ -81,7 +81,10 @@ def customer_lookup(db: tuple, query: str):
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def webhook_overview(db: tuple):
-    return views.webhook_overview(context.reader(), context.app(), context.config(), now=now_utc())
+    cfg = context.config()
+    return views.webhook_overview(
+        context.reader(), context.app(), cfg, now=now_utc(), expected_url=pipeline.expected_webhook_url(cfg)
+    )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

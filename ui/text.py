@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from monitor.money import decimals, format_money, minor_units_per_major
-from monitor.timefmt import format_duration
+from monitor.rules.money import decimals, format_money, minor_units_per_major
+from monitor.rules.timefmt import format_duration
 
 # Every character Markdown (CommonMark + GitHub extensions) or Streamlit's own Markdown directives
 # (`:red[…]`, `:material/icon:`, `$…$` for LaTeX) give meaning to, plus `<` and `>` so raw HTML stays text.

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from monitor.emulator.shapes import example, examples
-from monitor.webhook_health import REQUIRED_EVENT_TYPES
+from monitor.rules.webhook_health import REQUIRED_EVENT_TYPES
 
 DEMO_EXPECTED_WEBHOOK_URL = "https://app.example-saas.com/stripe/webhook"
 DEMO_STAGING_WEBHOOK_URL = "https://staging.example-saas.com/stripe/webhook"

@@ -58,7 +58,7 @@ RATE_LIMIT_MESSAGE = (
 )
 # The permission a restricted key needs to read each served path, by the internal name Stripe's 403 gives
 # it: "Having the 'rak_charge_read' permission would allow this request to continue." (the form quoted in
-# monitor/stripe_source.py, which reads it back).
+# monitor/stripe_api/source.py, which reads it back).
 READ_PERMISSIONS: dict[str, str] = {
     "/v1/checkout/sessions": "rak_checkout_session_read",
     "/v1/customers": "rak_customer_read",

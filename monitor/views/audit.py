@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from monitor.models import AlertDelivery, JobRun, RepairRecord
+from monitor.store.models import AlertDelivery, JobRun, RepairRecord
 from monitor.views.common import first_line, frame
 from monitor.views.payment_reads import REPAIR_FIELDS
 

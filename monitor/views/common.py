@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import ColumnElement, bindparam
 
 from monitor.errors import AppDatabaseError, MappingError
-from monitor.outages import to_utc
+from monitor.rules.outages import to_utc
 
 # The LIKE escape character: not a backslash, whose quoting differs between SQLite and PostgreSQL.
 LIKE_ESCAPE = "/"

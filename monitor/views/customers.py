@@ -14,10 +14,10 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, func, or_, select, text
 
 from monitor.app_db import SUBSCRIPTION_COLUMNS, AppDatabase
-from monitor.lifecycle import ACKNOWLEDGED, OPEN, as_json
-from monitor.models import CheckoutSession, Customer, FindingRow, Invoice, PaymentIntent
-from monitor.outages import Outage, to_utc
-from monitor.root_cause import AFTER_PAYMENT, BEFORE_PAYMENT
+from monitor.rules.outages import Outage, to_utc
+from monitor.rules.root_cause import AFTER_PAYMENT, BEFORE_PAYMENT
+from monitor.store.lifecycle import ACKNOWLEDGED, OPEN, as_json
+from monitor.store.models import CheckoutSession, Customer, FindingRow, Invoice, PaymentIntent
 from monitor.views.common import MAX_QUERY_LENGTH, AppReads, plain, unindexed
 from monitor.views.links import stripe_dashboard_url
 from monitor.views.payment_reads import events_about, payments_by_id, repairs_for
@@ -60,7 +60,7 @@ class CustomerView:
     PAYMENT_VIEW_COLUMNS, newest first; `rows`: the app's rows (monitor.app_db.SUBSCRIPTION_COLUMNS);
     `findings`: open and acknowledged findings about them (lifecycle.as_json); `timeline`: at, kind,
     title, detail, ref, oldest first; `repairs`: ledger rows; `outages`: those overlapping a payment's
-    window (monitor.root_cause's: 10 min before to 30 min after); `app_error`: why the app's side could
+    window (monitor.rules.root_cause's: 10 min before to 30 min after); `app_error`: why the app's side could
     not be read (None when it was)."""
 
     customer: dict

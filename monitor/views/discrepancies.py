@@ -11,10 +11,11 @@ import pandas as pd
 from sqlalchemy import JSON, Connection, Engine, case, cast, false, func, or_, select
 
 from monitor.app_db import AppDatabase
-from monitor.lifecycle import ACKNOWLEDGED, OPEN, as_json
-from monitor.models import FindingRow, now_utc
-from monitor.outages import to_utc
-from monitor.root_cause import AFTER_PAYMENT, BEFORE_PAYMENT
+from monitor.rules.outages import to_utc
+from monitor.rules.root_cause import AFTER_PAYMENT, BEFORE_PAYMENT
+from monitor.rules.webhook_health import countdown_text, delivery_state
+from monitor.store.lifecycle import ACKNOWLEDGED, OPEN, as_json
+from monitor.store.models import FindingRow, now_utc
 from monitor.views.common import (
     AppReads,
     contains,
@@ -39,7 +40,6 @@ from monitor.views.timeline import (
     repair_entries,
     row_entries,
 )
-from monitor.webhook_health import countdown_text, delivery_state
 
 FINDING_COLUMNS = (
     "id",
@@ -264,7 +264,7 @@ def finding_detail(
     "stripe_object": the payment object's raw JSON (or None), "rows": the app's rows linked to it,
     "candidate_rows": other rows of the same customer or e-mail, "event": {id, type, created,
     pending_webhooks, livemode, object_id, in_store, delivery, countdown, log: [the app's log rows]} (or
-    None), "outages": the outages around the payment (monitor.outages.Outage), "repairs": its ledger rows,
+    None), "outages": the outages around the payment (monitor.rules.outages.Outage), "repairs": its ledger rows,
     "timeline": [{"at", "what", "detail", "kind", "ref"}] oldest first, "stripe_url": the payment (else
     event, customer) in Stripe's dashboard (or None), "app_error": why the app's side could not be read
     (None when it was)}."""

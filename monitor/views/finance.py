@@ -8,8 +8,8 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy import BigInteger, Connection, Engine, String, case, column, func, select, table, true
 
-from monitor.findings import AT_RISK_KINDS
-from monitor.models import FindingRow
+from monitor.rules.findings import AT_RISK_KINDS
+from monitor.store.models import FindingRow
 from monitor.views.common import epoch, frame, loads, nullable_int
 from monitor.views.discrepancies import CURRENT
 

@@ -6,12 +6,12 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from monitor.outages import to_utc
+from monitor.rules.outages import to_utc
 from monitor.views.probe_history import history_frame, latest_results, outages_between
 
 
 def infrastructure(engine: Engine, *, now: datetime, since: datetime) -> dict:
-    """{"current": the status strip (see status_strip), "outages": every monitor.outages.Outage that overlaps
+    """{"current": the status strip (see status_strip), "outages": every monitor.rules.outages.Outage that overlaps
     [since, now], oldest first, with its true start and end even outside that range, "history": component,
     status, checked_at, latency_ms of the probes in [since, now], downsampled in SQL past 4,000 rows (each
     point then the worst status of its time bucket)}."""

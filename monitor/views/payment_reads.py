@@ -1,4 +1,4 @@
-"""A few payments read by id from the store's `payments` table (monitor/payment_table.py), with the charges,
+"""A few payments read by id from the store's `payments` table (monitor/store/payment_table.py), with the charges,
 refunds and disputes behind them for their timelines; every read bounded by the ids: index lookups, never a
 pass over the snapshot."""
 
@@ -9,9 +9,9 @@ from collections.abc import Collection
 import pandas as pd
 from sqlalchemy import Connection, bindparam, select, text
 
-from monitor.models import RepairRecord
-from monitor.reconcile import PAYMENT_COLUMNS
-from monitor.snapshot import utc_seconds
+from monitor.rules.reconcile import PAYMENT_COLUMNS
+from monitor.store.models import RepairRecord
+from monitor.store.snapshot import utc_seconds
 from monitor.views.common import from_epoch, loads
 
 # id prefix -> the table holding that Stripe object
@@ -62,7 +62,7 @@ def _ids(values) -> list[str]:
 
 
 def payments_by_id(conn: Connection, payment_ids: Collection[str]) -> tuple[pd.DataFrame, dict]:
-    """(the payments among `payment_ids` as a frame of monitor.reconcile.PAYMENT_COLUMNS, newest first,
+    """(the payments among `payment_ids` as a frame of monitor.rules.reconcile.PAYMENT_COLUMNS, newest first,
     {"charges", "refunds", "disputes"}: lists of dicts about them, for timelines)."""
     ids = _ids(payment_ids)
     rows = conn.execute(_PAYMENTS, {"ids": ids}).all() if ids else []

@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
-from monitor import snapshot
-from monitor.completeness import SnapshotState
-from monitor.findings import AT_RISK_KINDS, CRITICAL, KINDS, WARNING
-from monitor.lifecycle import ACKNOWLEDGED, OPEN
-from monitor.models import FindingRow, JobRun
-from monitor.outages import to_utc
-from monitor.pipeline import SCHEDULED_JOBS
-from monitor.timefmt import format_duration
+from monitor.rules.completeness import SnapshotState
+from monitor.rules.findings import AT_RISK_KINDS, CRITICAL, KINDS, WARNING
+from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_max_age
+from monitor.rules.outages import to_utc
+from monitor.rules.timefmt import format_duration
+from monitor.store import snapshot
+from monitor.store.lifecycle import ACKNOWLEDGED, OPEN
+from monitor.store.models import FindingRow, JobRun
 from monitor.views.common import frame, loads
 from monitor.views.probe_history import latest_results
 
@@ -126,7 +126,9 @@ def freshness(engine: Engine, *, now: datetime, sync_interval: int, probe_interv
         return None if moment is None else max((now - moment).total_seconds(), 0.0)
 
     sync_limit = 2 * sync_interval + 60
-    scheduler_limit = 2 * min(sync_interval, probe_interval)
+    scheduler_limit = scheduler_max_age(
+        sync_interval=sync_interval, probe_interval=probe_interval
+    ).total_seconds()
     sync_age, scheduled_age = age(last_sync), age(last_scheduled)
     sync_stale = sync_age is None or sync_age > sync_limit
     scheduler_stale = scheduled_age is None or scheduled_age > scheduler_limit
@@ -165,7 +167,7 @@ def freshness(engine: Engine, *, now: datetime, sync_interval: int, probe_interv
 
 @dataclass(frozen=True)
 class SnapshotStatus:
-    """The snapshot's completeness (monitor.completeness.SnapshotState) and the kinds the last reconcile
+    """The snapshot's completeness (monitor.rules.completeness.SnapshotState) and the kinds the last reconcile
     held back, with why (kind -> one line)."""
 
     state: SnapshotState

@@ -9,11 +9,11 @@ from datetime import datetime
 
 import pandas as pd
 
-from monitor.money import format_money
-from monitor.outages import Outage, format_window
-from monitor.timefmt import quote
+from monitor.rules.money import format_money
+from monitor.rules.outages import Outage, format_window
+from monitor.rules.timefmt import quote
+from monitor.rules.webhook_health import delivery_state
 from monitor.views.common import from_epoch, plain
-from monitor.webhook_health import delivery_state
 
 TIMELINE_COLUMNS = ("at", "kind", "title", "detail", "ref")
 _SOURCES = {"checkout_session": "Checkout Session", "invoice": "invoice", "payment_intent": "PaymentIntent"}

@@ -1,5 +1,5 @@
 """The Webhooks screen: the endpoint audit, the events whose delivery is in trouble (from the open findings
-of the webhook kinds: decided once by monitor.webhook_health, not again here) with their countdowns, and
+of the webhook kinds: decided once by monitor.rules.webhook_health, not again here) with their countdowns, and
 delivery over the last 30 days."""
 
 from __future__ import annotations
@@ -11,20 +11,19 @@ from sqlalchemy import Connection, Engine, bindparam, case, func, select
 
 from monitor.app_db import AppDatabase
 from monitor.config import Config
-from monitor.models import Event, FindingRow
-from monitor.outages import to_utc
-from monitor.pipeline import expected_webhook_url
-from monitor.snapshot import read_endpoints
-from monitor.views.common import AppReads, epoch, frame, loads, plain
-from monitor.views.discrepancies import CURRENT
-from monitor.views.payment_reads import events_by_id
-from monitor.webhook_health import (
+from monitor.rules.outages import to_utc
+from monitor.rules.webhook_health import (
     PAYMENT_EVENT_TYPES,
     audit_endpoints,
     countdown_text,
     delivery_countdowns,
     latest_log_entries,
 )
+from monitor.store.models import Event, FindingRow
+from monitor.store.snapshot import read_endpoints
+from monitor.views.common import AppReads, epoch, frame, loads, plain
+from monitor.views.discrepancies import CURRENT
+from monitor.views.payment_reads import events_by_id
 
 UNDELIVERED_COLUMNS = (
     "event_id",
@@ -120,9 +119,16 @@ def _daily(conn: Connection, *, now: datetime) -> pd.DataFrame:
 
 
 def webhook_overview(
-    engine: Engine, app: AppDatabase, config: Config, *, now: datetime, limit: int = 500
+    engine: Engine,
+    app: AppDatabase,
+    config: Config,
+    *,
+    now: datetime,
+    expected_url: str | None,
+    limit: int = 500,
 ) -> dict:
-    """{"audit": monitor.webhook_health.EndpointAudit for expected_webhook_url(config),
+    """{"audit": monitor.rules.webhook_health.EndpointAudit for `expected_url` (the caller's: in demo mode the
+    demo's production URL),
     "undelivered": UNDELIVERED_COLUMNS (retry_left: time until Stripe stops retrying, NaT in test mode;
     window_left: until the event leaves the 30-day Events list), "failed": FAILED_COLUMNS (the app log's
     latest row for the event), "missing": MISSING_COLUMNS, "daily": DAILY_COLUMNS for the last 30 days,
@@ -132,9 +138,7 @@ def webhook_overview(
     now = to_utc(now)
     reads = AppReads()
     with engine.connect() as conn:
-        audit = audit_endpoints(
-            read_endpoints(conn), expected_url=expected_webhook_url(config), livemode=config.livemode
-        )
+        audit = audit_endpoints(read_endpoints(conn), expected_url=expected_url, livemode=config.livemode)
         undelivered, n_undelivered = _findings(conn, "webhook_undelivered", limit)
         failed, n_failed = _findings(conn, "webhook_failed", limit)
         missing, n_missing = _findings(conn, "webhook_missing", limit)

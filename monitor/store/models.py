@@ -3,10 +3,10 @@
 Stripe objects are kept one table per type, with the columns reconciliation needs plus the raw JSON as
 the API returned it. `(snapshot_at, snapshot_seq)` says how fresh a row's copy is: a list fetch stamps the
 fetch time (unix seconds) with seq 0; an event's `data.object` stamps the event's time with a seq that puts
-events of one second in Stripe's own order (monitor.stripe_rows.EVENT_SEQ_TOP), and an upsert never
+events of one second in Stripe's own order (monitor.store.rows.EVENT_SEQ_TOP), and an upsert never
 replaces a fresher copy with an older one. What counts as a payment is the `payment_sources` view over sessions, invoices and
 payment intents (DESIGN.md "What counts as a payment"); the `payments` table is that view materialised
-with each payment's refunds, dispute, Stripe subscription status and event (monitor/payment_table.py).
+with each payment's refunds, dispute, Stripe subscription status and event (monitor/store/payment_table.py).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class WebhookEndpoint(_StripeObject, Base):
 
 
 class PaymentRow(Base):
-    """One payment, as monitor.payment_table computes it; times are unix seconds like the objects'."""
+    """One payment, as monitor.store.payment_table computes it; times are unix seconds like the objects'."""
 
     __tablename__ = "payments"
     payment_id: Mapped[str] = _id()
@@ -358,7 +358,7 @@ class ProbeResultRow(Base):
 
 class RepairClaim(Base):
     """One claim per payment, arbitrated by the primary key: who is repairing it now (or last did). The key
-    is the payment's canonical id (monitor.payment_state.canonical_id), whichever of its ids was given.
+    is the payment's canonical id (monitor.stripe_api.payment_state.canonical_id), whichever of its ids was given.
 
     A claim is taken by INSERT (first repair) or by a compare-and-set UPDATE on `token` (later repairs, a
     stale claim of a crashed process); whoever changes the row owns the repair until it sets `state`.

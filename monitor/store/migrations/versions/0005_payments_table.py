@@ -6,7 +6,7 @@ Create Date: 2026-11-27 15:20:00.000000
 
 The `payments` view becomes `payment_sources` (the same definition), and `payments` becomes a table: that
 view materialised with each payment's refunded amount, latest dispute, Stripe subscription status and
-announcing event, kept up to date by store.save_objects (monitor/payment_table.py). Reading every payment
+announcing event, kept up to date by store.save_objects (monitor/store/payment_table.py). Reading every payment
 is then one pass over a narrow table instead of the view's joins over the objects' raw JSON. Revision 0006
 fills it.
 """
@@ -64,7 +64,7 @@ def upgrade() -> None:
     )
     for column in INDEXED:
         op.create_index(op.f(f"ix_payments_{column}"), "payments", [column], unique=False)
-    # The table is filled by the last revision that changes what a payment is (0006): monitor.payment_table
+    # The table is filled by the last revision that changes what a payment is (0006): monitor.store.payment_table
     # computes rows for the newest definition, which this revision's tables cannot answer yet.
 
 

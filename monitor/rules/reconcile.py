@@ -16,8 +16,8 @@ sessions, subscription invoices) need a row: paid_without_subscription and subsc
 only those, and the summary counts only those; one-off payments still match rows and are still judged by
 the kinds that compare a row with its payment.
 
-An incomplete snapshot (`snapshot`, monitor.completeness): findings that need a resource that has never
-synced completely are held back, not emitted (see monitor.completeness for which), and the
+An incomplete snapshot (`snapshot`, monitor.rules.completeness): findings that need a resource that has never
+synced completely are held back, not emitted (see monitor.rules.completeness for which), and the
 Reconciliation's `held_back` says which kinds and why.
 
 Definitions.
@@ -68,9 +68,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from monitor.completeness import ROW_LINKS, SETTLEMENT, SUBSCRIPTIONS, HeldBack, SnapshotState, reason
-from monitor.findings import PAYMENT_KINDS, Finding, amount_at_risk
-from monitor.money import format_money
+from monitor.rules.completeness import ROW_LINKS, SETTLEMENT, SUBSCRIPTIONS, HeldBack, SnapshotState, reason
+from monitor.rules.findings import PAYMENT_KINDS, Finding, amount_at_risk
+from monitor.rules.money import format_money
 
 PAYMENT_COLUMNS: tuple[str, ...] = (
     "payment_id",
@@ -364,7 +364,7 @@ class _World:
 
     def limit(self, scope: str, snapshot: SnapshotState) -> None:
         """What may be judged: the payments that need a row (`scope`), and, on an incomplete snapshot, the
-        payments and rows whose judgement would need a resource that never synced (monitor.completeness).
+        payments and rows whose judgement would need a resource that never synced (monitor.rules.completeness).
         Each rule leaves out what these masks hold back and notes it in `held`."""
         self.held = HeldBack()
         self.snapshot = snapshot

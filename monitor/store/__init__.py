@@ -21,11 +21,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from monitor import payment_table
 from monitor.config import mask_url
-from monitor.db import make_engine
 from monitor.errors import StoreError
-from monitor.models import (
+from monitor.store import payment_table
+from monitor.store.db import make_engine
+from monitor.store.models import (
     JobRun,
     ProbeResultRow,
     StoreMeta,
@@ -34,7 +34,7 @@ from monitor.models import (
     SyncWindow,
     now_utc,
 )
-from monitor.stripe_rows import (
+from monitor.store.rows import (
     EVENT_SEQ_TOP,
     INCLUDABLE,
     invoice_payments,
@@ -423,7 +423,7 @@ def forget_snapshot(conn: Connection) -> None:
     """Empty the Stripe snapshot (every object, the payments, the cursors, what the store knows of its
     account), so the store can be filled from another account. Findings, job runs and the repair ledger
     stay: the next reconcile resolves the findings the new snapshot no longer shows."""
-    from monitor.models import STRIPE_TABLES
+    from monitor.store.models import STRIPE_TABLES
 
     for model in STRIPE_TABLES.values():
         conn.execute(model.__table__.delete())

@@ -1,7 +1,7 @@
 """The app's database: the only module that touches it. Reads subscriptions and the app's webhook log
 through a mapping (APP_SCHEMA: a preset name or a mapping TOML), and runs the mapping's repair SQL.
 
-A mapping's queries return canonical column names; the `default` preset (monitor/presets/default.toml)
+A mapping's queries return canonical column names; the `default` preset (monitor/app_db/presets/default.toml)
 reads the schema of DESIGN.md. A query that does not fit the database (a missing table or column) is a
 MappingError naming what is missing; an unreachable database is an AppDatabaseError.
 """
@@ -24,9 +24,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from monitor.config import mask_url
-from monitor.db import make_engine, read_bulk, read_frame
 from monitor.errors import AppDatabaseError, MappingError
-from monitor.reconcile import SUBSCRIPTION_COLUMNS  # the canonical columns a mapping returns
+from monitor.rules.reconcile import SUBSCRIPTION_COLUMNS  # the canonical columns a mapping returns
+from monitor.store.db import make_engine, read_bulk, read_frame
 
 PRESETS = Path(__file__).with_name("presets")
 WEBHOOK_LOG_COLUMNS = ("event_id", "type", "received_at", "processed_at", "status", "error")

@@ -19,9 +19,10 @@ import stripe
 
 from monitor.config import mask_value
 from monitor.errors import StripeAuthError, StripePermissionError, StripeRequestError, StripeUnavailable
-from monitor.ratelimit import RateLimiter
+from monitor.rules import completeness
+from monitor.stripe_api.ratelimit import RateLimiter
 
-# The API version every request asks for; objects are parsed for this shape (monitor/stripe_rows.py).
+# The API version every request asks for; objects are parsed for this shape (monitor/store/rows.py).
 API_VERSION = "2026-10-28.endive"
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
@@ -57,7 +58,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("subscriptions", "/v1/subscriptions", "subscription", "Subscriptions", {"status": "all"}),
     Resource("events", "/v1/events", "event", "Events"),
 )
-ENDPOINTS = Resource("webhook_endpoints", "/v1/webhook_endpoints", "webhook_endpoint", "Webhook Endpoints")
+assert tuple(r.name for r in RESOURCES) == completeness.LISTS, "the snapshot's lists go by these names"
+ENDPOINTS = Resource(completeness.ENDPOINTS, "/v1/webhook_endpoints", "webhook_endpoint", "Webhook Endpoints")
 # Events not yet delivered to some endpoint (Stripe API reference, "List all events": delivery_success).
 UNDELIVERED_EVENTS = Resource(
     "undelivered_events", "/v1/events", "event", "Events", {"delivery_success": False}

@@ -16,7 +16,7 @@ import json
 
 import orjson
 
-from monitor.models import STRIPE_TABLES
+from monitor.store.models import STRIPE_TABLES
 
 # Dispute statuses that end with the money taken back from the merchant.
 DISPUTE_LOST = "lost"

@@ -8,11 +8,11 @@ What each judgement needs, beyond the payments themselves:
 - the events: every webhook kind (webhook_undelivered, webhook_failed, webhook_missing);
 - the webhook endpoints: endpoint_misconfigured;
 - refunds and disputes: whether a payment is settled, so refunded_but_active (whole kind); the other
-  payment kinds that spare settled payments are held back payment by payment in monitor.reconcile
+  payment kinds that spare settled payments are held back payment by payment in monitor.rules.reconcile
   (only payments with a PaymentIntent can be refunded or disputed);
 - the lists that link a row to its payment (checkout sessions, payment intents, invoices): a row naming
   an id that the missing list would resolve cannot be called unpaid (active_without_payment), nor can a
-  payment of that row's customer be called unlinked (paid_without_subscription); monitor.reconcile
+  payment of that row's customer be called unlinked (paid_without_subscription); monitor.rules.reconcile
   decides this row by row;
 - subscriptions: Stripe's subscription status, so subscription_not_active of a subscription payment
   whose Stripe subscription is not stored, and active_without_payment of a row naming one.
@@ -25,6 +25,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 EVENTS, ENDPOINTS = "events", "webhook_endpoints"
+# The lists the snapshot is made of, by the names the sync records them under (monitor.stripe_api.source's
+# RESOURCES, which keeps to these names), and the endpoints, fetched whole on every run.
+LISTS = (
+    "customers",
+    "checkout_sessions",
+    "invoices",
+    "payment_intents",
+    "charges",
+    "refunds",
+    "disputes",
+    "subscriptions",
+    EVENTS,
+)
 SETTLEMENT = ("refunds", "disputes")
 # The list that resolves each of a row's ids to a payment.
 ROW_LINKS = {

@@ -10,8 +10,8 @@ from datetime import datetime
 import orjson
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from monitor.findings import Finding
-from monitor.models import FindingRow
+from monitor.rules.findings import Finding
+from monitor.store.models import FindingRow
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 _CHUNK = 500

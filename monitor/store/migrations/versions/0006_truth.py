@@ -5,7 +5,7 @@ Revises: 0005
 Create Date: 2026-12-02 13:00:00.000000
 
 - `snapshot_seq` on every Stripe table: events of one second are ordered as Stripe lists them
-  (monitor.stripe_rows.EVENT_SEQ_TOP), so the newest state wins whatever order pages are saved in;
+  (monitor.store.rows.EVENT_SEQ_TOP), so the newest state wins whatever order pages are saved in;
 - `stripe_invoice_payments`: every PaymentIntent of an invoice (`invoice.payments`), kept apart from the
   invoice so an event's copy (which never carries `payments`) takes nothing away;
 - `amount_subtotal` on sessions, `subtotal`/`total` on invoices: a payment of 0 is a trial or 100 % off;
@@ -20,7 +20,7 @@ import orjson
 import sqlalchemy as sa
 from alembic import op
 
-from monitor import payment_table
+from monitor.store import payment_table
 
 revision = "0006"
 down_revision = "0005"
@@ -148,7 +148,7 @@ def upgrade() -> None:
 
 def _fill_from_raw(conn) -> None:
     """The new columns and the invoice payments of objects stored before this revision, from their JSON."""
-    from monitor.stripe_rows import invoice_payments, row_for
+    from monitor.store.rows import invoice_payments, row_for
 
     sessions = conn.execute(sa.text("SELECT id, raw FROM stripe_checkout_sessions")).all()
     for object_id, raw in sessions:

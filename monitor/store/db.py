@@ -94,7 +94,7 @@ def read_bulk(conn: Connection, sql: str, *, rows_of: str | None = None) -> pd.D
     On a connection that has not begun a transaction (so there is nothing uncommitted it could miss), the
     query is read column-wise through ADBC straight into Arrow, with no Python object per value: on
     PostgreSQL in this process; on a SQLite file of SQLITE_CHILD_BYTES or more in a reader process kept
-    for the next read (monitor/sqlite_reader.py says why). Inside a transaction, on small SQLite files,
+    for the next read (monitor/store/sqlite_reader.py says why). Inside a transaction, on small SQLite files,
     on other databases, or should ADBC fail for any reason, it is read row by row through `conn` (which
     also raises the driver's own error for a query that cannot run). `rows_of`, the table whose rows are
     read, keeps a read of fewer than BULK_MIN_ROWS in this process (counted up to that bound only): on a
@@ -123,7 +123,7 @@ _MAX_IDLE_READERS = 2  # the store and the app database, read at the same moment
 
 
 class _SQLiteReaders:
-    """Reader processes (monitor/sqlite_reader.py), kept between reads: starting one costs about half a
+    """Reader processes (monitor/store/sqlite_reader.py), kept between reads: starting one costs about half a
     second, mostly importing pyarrow. One read at a time per process; a process that fails is dropped."""
 
     def __init__(self) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from sqlalchemy import Connection, String, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from monitor.reconcile import PAYMENT_COLUMNS
+from monitor.rules.reconcile import PAYMENT_COLUMNS
 
 # Events that announce a payment, in order of preference for a payment's `event_id`. A session paid by an
 # async method (ACH, SEPA, …) completes unpaid; the event whose copy says paid is the async one.
@@ -120,7 +120,7 @@ def rebuild(conn: Connection) -> int:
 
 def refresh(conn: Connection, saved: Mapping[str, Iterable[Mapping]]) -> int:
     """Recompute the rows of the payments that the just-saved objects (rows by object type, as
-    `monitor.stripe_rows.row_for` makes them) belong to or say something about. Returns how many ids
+    `monitor.store.rows.row_for` makes them) belong to or say something about. Returns how many ids
     were recomputed (a payment that is no longer one disappears)."""
     dialect = conn.dialect.name
     with _by_index(conn):

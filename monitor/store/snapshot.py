@@ -8,11 +8,10 @@ import json
 import pandas as pd
 from sqlalchemy import Connection, select, text
 
-from monitor.completeness import ResourceGap, SnapshotState
-from monitor.db import read_bulk
-from monitor.models import SyncResource, SyncState
-from monitor.reconcile import PAYMENT_COLUMNS
-from monitor.stripe_source import ENDPOINTS, RESOURCES
+from monitor.rules.completeness import ENDPOINTS, LISTS, ResourceGap, SnapshotState
+from monitor.rules.reconcile import PAYMENT_COLUMNS
+from monitor.store.db import read_bulk
+from monitor.store.models import SyncResource, SyncState
 
 _PAYMENTS = f"SELECT {', '.join(PAYMENT_COLUMNS)} FROM payments"
 
@@ -24,8 +23,8 @@ def utc_seconds(seconds: pd.Series) -> pd.Series:
 
 def read_payments(conn: Connection) -> pd.DataFrame:
     """Every payment in the snapshot, with its refunded amount, dispute state, Stripe subscription
-    status and announcing event: the `payments` frame `monitor.reconcile` takes. Column-wise when `conn`
-    has not begun a transaction yet (`monitor.db.read_bulk`)."""
+    status and announcing event: the `payments` frame `monitor.rules.reconcile` takes. Column-wise when `conn`
+    has not begun a transaction yet (`monitor.store.db.read_bulk`)."""
     return _typed(read_bulk(conn, _PAYMENTS, rows_of="payments"))
 
 
@@ -45,7 +44,7 @@ _EVENTS = "SELECT id, type, created, pending_webhooks, object_id, object_type, l
 
 def read_events(conn: Connection) -> pd.DataFrame:
     """Every stored event: id, type, created (UTC), pending_webhooks, object_id, object_type, livemode.
-    Column-wise when `conn` has not begun a transaction yet (`monitor.db.read_bulk`)."""
+    Column-wise when `conn` has not begun a transaction yet (`monitor.store.db.read_bulk`)."""
     events = read_bulk(conn, _EVENTS, rows_of="stripe_events")
     events["created"] = utc_seconds(events["created"])
     events["pending_webhooks"] = pd.to_numeric(events["pending_webhooks"]).fillna(0).astype("int64")
@@ -74,16 +73,16 @@ def read_endpoints(conn: Connection) -> list[dict]:
 
 
 def read_state(conn: Connection) -> SnapshotState:
-    """How complete the snapshot is (monitor.completeness.SnapshotState): a list never synced completely
+    """How complete the snapshot is (monitor.rules.completeness.SnapshotState): a list never synced completely
     has no cursor (sync_state); the webhook endpoints, fetched whole on every run, are missing when their
     last outcome (sync_resources) has never been a success. A resource that failed in its latest sync but
     came in before is `failing`."""
     done = {r for (r,) in conn.execute(select(SyncState.resource))}
     outcomes = {r.resource: r for r in conn.execute(select(SyncResource.__table__))}
     missing, failing = [], []
-    for name in [r.name for r in RESOURCES] + [ENDPOINTS.name]:
+    for name in (*LISTS, ENDPOINTS):
         row = outcomes.get(name)
-        never = name not in done if name != ENDPOINTS.name else row is not None and row.ok_at is None
+        never = name not in done if name != ENDPOINTS else row is not None and row.ok_at is None
         gap = _gap(name, row)
         if never:
             missing.append(gap)

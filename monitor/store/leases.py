@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, case, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from monitor.db import for_reading
-from monitor.models import Lease as LeaseRow
+from monitor.store.db import for_reading
+from monitor.store.models import Lease as LeaseRow
 
 SCHEDULER = "scheduler"
 

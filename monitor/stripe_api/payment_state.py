@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from monitor.stripe_rows import invoice_payment_intents, invoice_subscription, ref
-from monitor.stripe_source import StripeSource
+from monitor.store.rows import invoice_payment_intents, invoice_subscription, ref
+from monitor.stripe_api.source import StripeSource
 
 # In order of precedence: DESIGN.md "What counts as a payment" makes a session's invoice and intents the
 # session's payment, and an invoice's intents the invoice's.

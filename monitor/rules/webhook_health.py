@@ -8,7 +8,7 @@ Inputs. `events`: id, type, created, pending_webhooks, object_id, object_type, l
 synced). `webhook_log`: the app's own log, event_id, type, received_at, processed_at, status, error, possibly
 several rows per event (retries); None when the app keeps no log, and then webhook_failed and
 webhook_missing are not evaluated. `endpoints`: Stripe's webhook endpoints as dicts. `payments`: the frame of
-`monitor.reconcile.PAYMENT_COLUMNS`, used to name the payment an event is about.
+`monitor.rules.reconcile.PAYMENT_COLUMNS`, used to name the payment an event is about.
 
 Kinds.
 - webhook_undelivered: an event of PAYMENT_EVENT_TYPES with pending_webhooks > 0, older than grace (strictly).
@@ -37,11 +37,11 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from monitor.findings import WEBHOOK_KINDS, Finding
-from monitor.money import format_money
-from monitor.outages import format_time, to_utc
-from monitor.reconcile import _joint_codes, _plain
-from monitor.timefmt import format_duration, quote
+from monitor.rules.findings import WEBHOOK_KINDS, Finding
+from monitor.rules.money import format_money
+from monitor.rules.outages import format_time, to_utc
+from monitor.rules.reconcile import _joint_codes, _plain
+from monitor.rules.timefmt import format_duration, quote
 
 REQUIRED_EVENT_TYPES: tuple[str, ...] = (
     "checkout.session.completed",

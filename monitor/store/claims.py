@@ -1,6 +1,6 @@
 """Claims on work that must happen once at a time, arbitrated by the store (STYLE.md habit 7).
 
-A repair claims its payment by the payment's canonical id (monitor.payment_state.canonical_id), so every
+A repair claims its payment by the payment's canonical id (monitor.stripe_api.payment_state.canonical_id), so every
 id of one payment (`cs_`, `in_`, `pi_`) takes the same claim. The first claim is an INSERT that the primary key arbitrates; a later one (the
 last repair is done, or its process died) is a compare-and-set UPDATE on the claim's token, which must
 change exactly one row. Never a check in Python followed by a write.
@@ -17,7 +17,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from monitor.errors import MonitorError
-from monitor.models import RepairClaim, now_utc
+from monitor.store.models import RepairClaim, now_utc
 
 STALE_AFTER = timedelta(minutes=2)  # an in-progress claim this old belongs to a process that died
 

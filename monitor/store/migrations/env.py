@@ -4,7 +4,7 @@ connection in `config.attributes["connection"]`; a URL in `sqlalchemy.url` works
 from alembic import context
 from sqlalchemy import create_engine
 
-from monitor.models import Base
+from monitor.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

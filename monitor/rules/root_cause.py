@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from monitor.findings import Finding
-from monitor.outages import Outage, format_window, to_utc
-from monitor.timefmt import quote
-from monitor.webhook_health import delivery_state, latest_log_entries, prepare_events, py
+from monitor.rules.findings import Finding
+from monitor.rules.outages import Outage, format_window, to_utc
+from monitor.rules.timefmt import quote
+from monitor.rules.webhook_health import delivery_state, latest_log_entries, prepare_events, py
 
 EXPLAINED_KINDS: tuple[str, ...] = (
     "paid_without_subscription",

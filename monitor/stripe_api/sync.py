@@ -39,11 +39,11 @@ from monitor.errors import (
     StripeRequestError,
     StripeUnavailable,
 )
-from monitor.leases import Lease
-from monitor.models import Lease as LeaseRow
-from monitor.models import SyncState, SyncWindow, now_utc
-from monitor.stripe_rows import listing_ranks
-from monitor.stripe_source import ENDPOINTS, RESOURCES, UNDELIVERED_EVENTS, Resource, StripeSource
+from monitor.store.leases import Lease
+from monitor.store.models import Lease as LeaseRow
+from monitor.store.models import SyncState, SyncWindow, now_utc
+from monitor.store.rows import listing_ranks
+from monitor.stripe_api.source import ENDPOINTS, RESOURCES, UNDELIVERED_EVENTS, Resource, StripeSource
 
 OVERLAP_S = 300
 SYNC_LEASE_S = 120.0  # renewed every 40 s while pages arrive; a killed sync's lease runs out
