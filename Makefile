@@ -53,7 +53,7 @@ test: dev system
 
 .PHONY: bench
 bench: dev
-	$(PY) -m monitor.bench $(BENCH_ARGS)
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 lint: dev
 	$(RUFF) format --check .

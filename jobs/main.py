@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from jobs.process import LEASE_S, RENEW_S, JobsProcess
 from monitor import alerts, store
 from monitor import config as config_module
-from monitor.config import mask_secrets
 from monitor.errors import MonitorError
+from monitor.secrets import mask_secrets
 
 log = logging.getLogger("jobs")
 

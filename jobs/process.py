@@ -39,8 +39,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import update
 
 from monitor import alerts, scheduled, store
-from monitor.config import Config, mask_url, mask_value
+from monitor.config import Config
 from monitor.errors import MonitorError
+from monitor.secrets import mask_url, mask_value
 from monitor.store.leases import Lease
 from monitor.store.models import JobRun, now_utc
 

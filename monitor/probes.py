@@ -28,8 +28,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from monitor.config import Config, mask_secrets, mask_url, url_secrets
+from monitor.config import Config
 from monitor.rules.timefmt import format_duration
+from monitor.secrets import mask_secrets, mask_url, url_secrets
 from monitor.stripe_api.source import StripeSource
 
 UP, DEGRADED, DOWN, UNKNOWN = "up", "degraded", "down", "unknown"

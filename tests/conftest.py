@@ -1,10 +1,12 @@
-"""Shared fixtures: real PostgreSQL and Redis servers, SQLite files, and the monitor's CLI as a subprocess."""
+"""Shared fixtures: real PostgreSQL and Redis servers, SQLite files, and the monitor's CLI, in this process
+(`cli_main`) or as a subprocess (`cli`)."""
 
 from __future__ import annotations
 
 import gc
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -15,6 +17,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.services import (  # noqa: E402  (needs the repository root on sys.path)
+    MONITOR_ENV_VARS,
     PostgresServer,
     RedisServer,
     ServiceError,
@@ -158,7 +161,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def tmp_env(tmp_path: Path) -> dict[str, str]:
     """Settings that keep a CLI run's databases in the test's temporary directory, never in `data/`.
 
-    Tests add or replace keys before calling `cli`; every other monitor setting is unset there.
+    Tests add or replace keys before calling `cli` or `cli_main`; every other monitor setting is unset there.
     """
     return {
         "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'monitor.db'}",
@@ -177,6 +180,41 @@ def cli(tmp_env: dict[str, str]) -> Callable[..., CompletedProcess[str]]:
         args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120
     ) -> CompletedProcess[str]:
         return run_cli(args, {**tmp_env, **(env or {})}, timeout=timeout)
+
+    return run
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What one run of the command line did: its exit status and what it printed (as CompletedProcess)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli_main(tmp_env: dict[str, str], monkeypatch, capsys) -> Callable[..., CliRun]:
+    """`cli_main(args, env=None) -> CliRun`: `monitor.cli.main(ARGS)` in this process, from the repository
+    root, with os.environ without the monitor's settings, then `tmp_env`, then `env` (set through
+    monkeypatch, reset at each run). What `cli` does without starting Python and importing pandas again;
+    use `cli` where the process itself is tested (its real environment, signals, what it imports)."""
+    from monitor import cli
+
+    monkeypatch.chdir(REPO_ROOT)
+
+    def run(args: Sequence[str], env: Mapping[str, str] | None = None) -> CliRun:
+        for name in MONITOR_ENV_VARS:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in {**tmp_env, **(env or {})}.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()  # what the test printed before is not this run's
+        try:
+            status = cli.main(list(args))
+        except SystemExit as e:  # argparse refusing the arguments
+            status = e.code if isinstance(e.code, int) else 2
+        out, err = capsys.readouterr()
+        return CliRun(status, out, err)
 
     return run
 

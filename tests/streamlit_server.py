@@ -109,7 +109,7 @@ def dashboard(
             stop(process)
 
 
-def settle(page, timeout: float = 60_000) -> None:
+def settle(page, timeout: float = 90_000) -> None:
     """Wait until the app is connected and its script has run (every page has a title) and finished."""
     page.wait_for_selector("[data-testid='stAppViewContainer']", state="attached", timeout=timeout)
     page.wait_for_timeout(300)
@@ -121,6 +121,12 @@ def settle(page, timeout: float = 60_000) -> None:
     )
     page.locator("[data-testid='stMain'] h1").first.wait_for(state="attached", timeout=timeout)  # it ran
     page.wait_for_timeout(500)
+
+
+def go(page, url: str, href: str) -> None:
+    """Open `href` (absolute, or a path under the dashboard at `url`) and wait for it to settle."""
+    page.goto(href if href.startswith("http") else f"{url}/{href.lstrip('/')}")
+    settle(page)
 
 
 def main_text(page) -> str:

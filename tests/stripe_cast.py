@@ -15,8 +15,12 @@ from sqlalchemy import create_engine, text
 
 from monitor.app_db import create_default_schema
 from monitor.emulator.shapes import example
+from monitor.rules.findings import WEBHOOK_KINDS
 
 MONTH_S = 30 * 86400
+# What redis-py said when the app's webhook handler could not reach its Redis: the incident's error, as the
+# app logged it and the monitor quotes it.
+REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 
 
 def iso(ts: int) -> str:
@@ -499,3 +503,17 @@ def known_cases(a: Account) -> tuple[set[tuple[str, str]], dict[str, dict]]:
     a.checkout_payment("ivan@example.com", age_s=120)  # within the grace period
     pays = {"fine": fine, "never": never, "pending": pending, "refunded": refunded, "cheaper": cheaper}
     return expect, {**pays, "twice": twice}
+
+
+def findings_of(report: dict, kinds=None) -> set[tuple[str, str]]:
+    """The open findings of a report's JSON (of `kinds` only, if given) as `known_cases` names them: (kind,
+    event id) for a webhook kind, else (kind, payment id or row:ID)."""
+    found = set()
+    for f in report["findings"]:
+        if f["status"] != "open" or (kinds is not None and f["kind"] not in kinds):
+            continue
+        if f["kind"] in WEBHOOK_KINDS:
+            found.add((f["kind"], f["event_id"]))
+        else:
+            found.add((f["kind"], f["payment_id"] or f"row:{f['subscription_ids'][0]}"))
+    return found

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from monitor import alerts, store
+from monitor.rules import alert_text
 from tests.services import free_port
 from tests.test_alerts import T0, Receiver, deliveries, paid_never_activated, record, settings
 
@@ -46,7 +47,7 @@ def receiver():
 
 def mallory(hint: str = f"app log: failed: {XSS}", email_address: str = f"mallory{XSS}@example.com"):
     """paid_never_activated, with markup where the customer and the app write."""
-    f = paid_never_activated(email_address, n="mallory")
+    f = paid_never_activated("mallory", email=email_address)
     f.hint = hint
     return f
 
@@ -130,7 +131,7 @@ def test_an_email_alert_shows_markup_from_a_customer_as_text(tmp_path, engine, s
     ],
 )
 def test_slack_data_cannot_form_links_or_mentions(data, sent):
-    assert alerts.slack_data(data) == sent
+    assert alert_text.slack_data(data) == sent
 
 
 @pytest.mark.parametrize(
@@ -151,7 +152,7 @@ def test_slack_data_cannot_form_links_or_mentions(data, sent):
     ],
 )
 def test_markdown_data_cannot_form_links_mentions_or_formatting(data, sent):
-    assert alerts.markdown_data(data) == sent
+    assert alert_text.markdown_data(data) == sent
 
 
 @pytest.mark.parametrize(
@@ -172,7 +173,7 @@ def test_markdown_data_cannot_form_links_mentions_or_formatting(data, sent):
     ],
 )
 def test_the_markup_is_chosen_by_the_targets_scheme(url, markup):
-    assert alerts.markup_for(url) is getattr(alerts, markup)
+    assert alerts.markup_for(url) is getattr(alert_text, markup)
 
 
 def test_mattermost_gets_customer_text_escaped_and_the_monitors_words_as_written(tmp_path, engine, receiver):
@@ -292,23 +293,23 @@ def test_a_ten_thousand_character_hint_arrives_capped(tmp_path, engine, receiver
     alerts.send_due_alerts(cfg, engine, now=T0)
     (body,) = receiver.bodies
     (hint,) = [line for line in body["message"].splitlines() if line.startswith("Root cause: ")]
-    assert hint == "Root cause: " + "x" * (alerts.HINT_CAP - 1) + "…"
+    assert hint == "Root cause: " + "x" * (alert_text.HINT_CAP - 1) + "…"
     (customer,) = [line for line in body["message"].splitlines() if line.startswith("Customer: ")]
-    assert customer == "Customer: " + "m" * (alerts.NAME_CAP - 1) + "… (cus_mallory)"
-    assert len(body["message"]) <= alerts.MESSAGE_CAP and len(body["title"]) <= alerts.TITLE_CAP
+    assert customer == "Customer: " + "m" * (alert_text.NAME_CAP - 1) + "… (cus_mallory)"
+    assert len(body["message"]) <= alert_text.MESSAGE_CAP and len(body["title"]) <= alert_text.TITLE_CAP
     (row,) = deliveries(engine)
-    assert len(row.message) <= alerts.MESSAGE_CAP and len(row.title) <= alerts.TITLE_CAP
+    assert len(row.message) <= alert_text.MESSAGE_CAP and len(row.title) <= alert_text.TITLE_CAP
 
 
 def test_a_digest_of_many_alerts_is_cut_at_whole_lines_within_the_message_cap(tmp_path, engine, receiver):
     cfg = settings(tmp_path, ALERT_URLS=receiver.url)
     burst = [
-        paid_never_activated(f"customer{i:02d}.{'y' * 80}@example.com", 1000 + i, f"c{i}") for i in range(60)
+        paid_never_activated(f"c{i}", 1000 + i, f"customer{i:02d}.{'y' * 80}@example.com") for i in range(60)
     ]
     record(engine, burst)
     assert alerts.send_due_alerts(cfg, engine, now=T0)["alerts"] == 60
     (body,) = receiver.bodies
-    assert len(body["message"]) <= alerts.MESSAGE_CAP
+    assert len(body["message"]) <= alert_text.MESSAGE_CAP
     lines = body["message"].splitlines()
     shown = [x for x in lines if x.startswith("- ")]
     assert 0 < len(shown) < 60 and all(x.endswith(": paid USD 10.00") for x in shown)

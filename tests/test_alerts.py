@@ -17,9 +17,10 @@ from monitor.rules.findings import PAYMENT_KINDS, WEBHOOK_KINDS, Finding
 from monitor.store import lifecycle
 from monitor.store.models import AlertDelivery, FindingRow
 from tests.services import free_port
+from tests.stripe_cast import REDIS_ERROR
+from tests.table_cast import finding
 
 T0 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
-REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 
 
 # --- a receiver like shared/acceptance/lib/receiver.py ----------------------------------------
@@ -85,62 +86,34 @@ def settings(tmp_path, **extra) -> config.Config:
 # --- the cast ---------------------------------------------------------------------------------
 
 
-def paid_never_activated(email="dana.whitfield@example.com", amount=14900, n="dana") -> Finding:
-    return Finding(
-        kind="paid_without_subscription",
-        key=f"paid_without_subscription:cs_{n}",
-        payment_id=f"cs_{n}",
-        payment_intent_id=f"pi_{n}",
-        customer_id=f"cus_{n}",
-        customer_email=email,
-        amount=amount,
-        currency="usd",
-        event_id=f"evt_{n}",
-        hint=f"paid USD {amount // 100}.00; no subscription row links to it. Why: the app's webhook handler "
-        f'failed: "{REDIS_ERROR}"',
-    )
+def paid_never_activated(name="dana", amount=14900, email="dana.whitfield@example.com") -> Finding:
+    why = f'Why: the app\'s webhook handler failed: "{REDIS_ERROR}"'
+    hint = f"paid USD {amount // 100}.00; no subscription row links to it. {why}"
+    return finding(name, amount=amount, customer_email=email, hint=hint)
 
 
 def paid_row_pending() -> Finding:
-    return Finding(
-        kind="subscription_not_active",
-        key="subscription_not_active:cs_tomas",
-        payment_id="cs_tomas",
+    return finding(
+        "tomas",
+        "subscription_not_active",
         customer_email="tomas.novak@example.net",
-        amount=14900,
-        currency="usd",
         subscription_ids=[315],
         hint="row 315 links to it but is pending, not active",
     )
 
 
 def webhook_failed() -> Finding:
-    return Finding(
-        kind="webhook_failed",
-        key="webhook_failed:evt_dana",
-        event_id="evt_dana",
-        customer_email="dana.whitfield@example.com",
-        hint=f'app log: failed: "{REDIS_ERROR}"',
-    )
+    hint = f'app log: failed: "{REDIS_ERROR}"'
+    return finding("dana", "webhook_failed", customer_email="dana.whitfield@example.com", hint=hint)
 
 
 def endpoint_misconfigured() -> Finding:
-    return Finding(
-        kind="endpoint_misconfigured",
-        key="endpoint_misconfigured",
-        hint="Stripe delivers to https://staging.example-saas.com/stripe/webhook instead",
-    )
+    hint = "Stripe delivers to https://staging.example-saas.com/stripe/webhook instead"
+    return finding(kind="endpoint_misconfigured", hint=hint)
 
 
 def refunded_still_active() -> Finding:
-    return Finding(
-        kind="refunded_but_active",
-        key="refunded_but_active:cs_erin",
-        payment_id="cs_erin",
-        customer_email="erin@example.com",
-        amount=4900,
-        currency="usd",
-    )
+    return finding("erin", "refunded_but_active", amount=4900)
 
 
 def record(engine, findings: list[Finding], now: datetime = T0) -> None:
@@ -230,7 +203,7 @@ def test_a_burst_goes_out_as_one_digest_listing_each_alert(tmp_path, engine, rec
     cfg = settings(tmp_path, ALERT_URLS=receiver.url)
     burst = [
         paid_never_activated(),
-        paid_never_activated("priya.raman@example.org", 4900, "priya"),
+        paid_never_activated("priya", 4900, "priya.raman@example.org"),
         paid_row_pending(),
         webhook_failed(),
         endpoint_misconfigured(),
@@ -303,7 +276,7 @@ def test_a_component_down_longer_than_the_history_read_is_not_alerted_again(tmp_
 
 def test_past_the_hourly_cap_alerts_are_recorded_as_capped_and_not_sent(tmp_path, engine, receiver):
     cfg = settings(tmp_path, ALERT_URLS=receiver.url, ALERTS_PER_HOUR="2")
-    cast = [paid_never_activated(f"c{i}@example.com", 1000 + i, f"c{i}") for i in range(4)]
+    cast = [paid_never_activated(f"c{i}", 1000 + i, f"c{i}@example.com") for i in range(4)]
     for i in range(3):
         record(engine, cast[: i + 1], now=T0 + timedelta(minutes=i))
         alerts.send_due_alerts(cfg, engine, now=T0 + timedelta(minutes=i))

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, text
 
 from monitor.app_db import SUBSCRIPTION_COLUMNS, AppDatabase, create_default_schema, load_mapping
 from monitor.errors import AppDatabaseError, MappingError
+from tests.stripe_cast import REDIS_ERROR
 
 ROWS = [
     # paid_and_active, linked by checkout session
@@ -50,7 +51,7 @@ LOG = [
         "received_at": "2026-11-26 10:58:03",
         "processed_at": None,
         "status": "failed",
-        "error": "Error 111 connecting to localhost:6379. Connection refused.",
+        "error": REDIS_ERROR,
     }
 ]
 
@@ -105,7 +106,7 @@ def test_it_reads_the_apps_webhook_log(app_url):
     log = app.read_webhook_log()
     app.engine.dispose()
     assert log.iloc[0]["event_id"] == "evt_incident"
-    assert log.iloc[0]["error"] == "Error 111 connecting to localhost:6379. Connection refused."
+    assert log.iloc[0]["error"] == REDIS_ERROR
 
 
 def test_a_missing_webhook_log_table_is_no_log_in_the_default_schema(tmp_path):

@@ -34,7 +34,7 @@ def test_quick_benchmark_prints_and_writes_one_table_and_stops_what_it_started(t
     work = tmp_path / "work"
     work.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "monitor.bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
         cwd=REPO_ROOT,
         env=clean_env({"TMPDIR": str(work)}),  # the emulators' fixtures live under here
         stdin=subprocess.DEVNULL,

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import EXTRA_SETTINGS, SETTINGS
 from tests import streamlit_server
-from tests.services import run_cli
+from tests.services import clean_env, run_cli
+from tests.streamlit_server import go, main_text, settle, sidebar_pages
+from tests.stripe_cast import REDIS_ERROR
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 CHROMIUM, CHROMIUM_ARGS = streamlit_server.CHROMIUM, streamlit_server.CHROMIUM_ARGS
-REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 STAGING_URL = "https://staging.example-saas.com/stripe/webhook"
 PAGES = {
     "dashboard": "overview",
@@ -37,14 +37,6 @@ PAGES = {
     "Finance": "finance",
     "Audit log": "audit_log",
 }
-
-
-def monitor_env(**settings: str) -> dict[str, str]:
-    """os.environ without any of the monitor's settings, plus `settings`."""
-    names = {s.name for s in SETTINGS} | EXTRA_SETTINGS | {"MONITOR_CONFIG", "TRUSTED_PROXY_HEADER"}
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    env.update(settings)
-    return env
 
 
 def open_findings(env: dict[str, str]) -> list[dict]:
@@ -59,9 +51,11 @@ def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make system` installs Debian's chromium", pytrace=False)
     where = tmp_path_factory.mktemp("browser")
-    env = monitor_env(
-        MONITOR_DATABASE_URL=f"sqlite:///{where / 'monitor.db'}",
-        APP_DATABASE_URL=f"sqlite:///{where / 'app.db'}",
+    env = clean_env(
+        {
+            "MONITOR_DATABASE_URL": f"sqlite:///{where / 'monitor.db'}",
+            "APP_DATABASE_URL": f"sqlite:///{where / 'app.db'}",
+        }
     )
     for step in (["sync"], ["reconcile"]):
         done = run_cli(step, env)
@@ -81,23 +75,6 @@ def page(browser):
     assert not errors, f"JavaScript errors in the page: {errors}"
 
 
-def settle(page, timeout: float = 90_000) -> None:
-    """Wait until the app is connected and its script has finished running."""
-    page.wait_for_selector("[data-testid='stAppViewContainer']", state="attached", timeout=timeout)
-    page.wait_for_timeout(300)
-    page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
-        state="attached", timeout=timeout
-    )
-    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
-        state="attached", timeout=timeout
-    )
-    page.wait_for_timeout(700)
-
-
-def main_text(page) -> str:
-    return page.locator("[data-testid='stMain']").first.inner_text()
-
-
 def screenshot(page, name: str) -> None:
     """A full-page screenshot in docs/screenshots/, only when UPDATE_SCREENSHOTS=1. Streamlit scrolls inside
     its main element, so the viewport is made as tall as the page first."""
@@ -109,18 +86,6 @@ def screenshot(page, name: str) -> None:
     page.wait_for_timeout(800)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 1000})
-
-
-def sidebar_pages(page) -> dict[str, str]:
-    links = page.locator("[data-testid='stSidebarNav'] a")
-    return {
-        links.nth(i).inner_text().strip(): links.nth(i).get_attribute("href") for i in range(links.count())
-    }
-
-
-def go(page, url: str, href: str) -> None:
-    page.goto(href if href.startswith("http") else f"{url}/{href.lstrip('/')}")
-    settle(page)
 
 
 def test_every_page_opens_without_an_exception_and_the_first_shows_the_incident(served, page):

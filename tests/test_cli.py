@@ -1,5 +1,6 @@
 """`python -m monitor` end to end, as a user runs it: demo mode, a fixture file through the emulator over
-HTTP, and bad input (each one clear line, no traceback, nothing damaged)."""
+HTTP, and bad input (each one clear line, no traceback, nothing damaged). The commands run in this process
+(`cli_main`); the emulator serving a fixture file runs as its own process, as a user starts it."""
 
 from __future__ import annotations
 
@@ -13,26 +14,17 @@ import pytest
 from monitor.emulator import server
 from monitor.rules.findings import PAYMENT_KINDS
 from tests.conftest import REPO_ROOT
-from tests.services import clean_env, free_port
-from tests.stripe_cast import Account, known_cases
+from tests.services import free_port
+from tests.stripe_cast import Account, findings_of, known_cases
 
 KEY = "sk_test_cli"
 
 
-def findings_of(report: dict) -> set[tuple[str, str]]:
-    """(kind, payment id or row:ID) of every open payment/subscription finding."""
-    found = set()
-    for f in report["findings"]:
-        if f["kind"] in PAYMENT_KINDS and f["status"] == "open":
-            found.add((f["kind"], f["payment_id"] or f"row:{f['subscription_ids'][0]}"))
-    return found
-
-
-def test_demo_mode_finds_the_usd_149_incident_and_every_kind(cli):
-    synced = cli(["sync"])
+def test_demo_mode_finds_the_usd_149_incident_and_every_kind(cli_main):
+    synced = cli_main(["sync"])
     assert synced.returncode == 0, synced.stderr
     assert "synced" in synced.stdout
-    run = cli(["reconcile", "--json"])
+    run = cli_main(["reconcile", "--json"])
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert set(report["summary"]) >= {"payments", "matched", "parity_pct", "open_by_kind", "amount_at_risk"}
@@ -42,7 +34,7 @@ def test_demo_mode_finds_the_usd_149_incident_and_every_kind(cli):
     assert incident and incident[0]["currency"] == "usd"
     assert incident[0]["payment_id"].startswith("cs_")
     assert {f["kind"] for f in report["findings"]} >= set(PAYMENT_KINDS)
-    text_run = cli(["reconcile"])
+    text_run = cli_main(["reconcile"])
     assert "paid_without_subscription" in text_run.stdout
     assert "USD 149.00" in text_run.stdout
 
@@ -60,7 +52,7 @@ def cases(tmp_path):
     return fixtures, app_url, expect
 
 
-def test_an_emulator_process_serving_a_fixture_file_gives_exactly_its_findings(cli, cases, tmp_path):
+def test_an_emulator_process_serving_a_fixture_file_gives_exactly_its_findings(cli_main, cases, tmp_path):
     fixtures, app_url, expect = cases
     port = free_port()
     emulator = subprocess.Popen(
@@ -87,12 +79,12 @@ def test_an_emulator_process_serving_a_fixture_file_gives_exactly_its_findings(c
             "STRIPE_API_BASE": f"http://127.0.0.1:{port}",
             "APP_DATABASE_URL": app_url,
         }
-        assert cli(["sync"], env).returncode == 0
-        first = json.loads(cli(["reconcile", "--json"], env).stdout)
-        assert findings_of(first) == expect
-        assert cli(["sync"], env).returncode == 0
-        second = json.loads(cli(["reconcile", "--json"], env).stdout)
-        assert findings_of(second) == expect
+        assert cli_main(["sync"], env).returncode == 0
+        first = json.loads(cli_main(["reconcile", "--json"], env).stdout)
+        assert findings_of(first, PAYMENT_KINDS) == expect
+        assert cli_main(["sync"], env).returncode == 0
+        second = json.loads(cli_main(["reconcile", "--json"], env).stdout)
+        assert findings_of(second, PAYMENT_KINDS) == expect
         assert {f["id"]: f["first_seen"] for f in second["findings"]} == {
             f["id"]: f["first_seen"] for f in first["findings"]
         }
@@ -102,7 +94,7 @@ def test_an_emulator_process_serving_a_fixture_file_gives_exactly_its_findings(c
         emulator.stdout.close()
 
 
-def test_a_rejected_key_is_one_line_exit_1_and_no_traceback(cli, cases):
+def test_a_rejected_key_is_one_line_exit_1_and_no_traceback(cli_main, cases):
     fixtures, app_url, _ = cases
     with server.start(server.load_fixtures(fixtures), api_key=KEY) as running:
         env = {
@@ -110,7 +102,7 @@ def test_a_rejected_key_is_one_line_exit_1_and_no_traceback(cli, cases):
             "STRIPE_API_BASE": running.base_url,
             "APP_DATABASE_URL": app_url,
         }
-        run = cli(["sync"], env)
+        run = cli_main(["sync"], env)
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     assert "401" in run.stderr
@@ -126,42 +118,44 @@ def test_a_rejected_key_is_one_line_exit_1_and_no_traceback(cli, cases):
         ({"REDIS_URLS": "nonsense"}, "REDIS_URLS"),
     ],
 )
-def test_a_bad_setting_is_exit_2_with_one_line_naming_it(cli, env, named):
-    run = cli(["reconcile"], env)
+def test_a_bad_setting_is_exit_2_with_one_line_naming_it(cli_main, env, named):
+    run = cli_main(["reconcile"], env)
     assert run.returncode == 2
     assert named in run.stderr
     assert "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
 
 
-def test_an_unreachable_app_database_is_a_clear_error_and_the_store_keeps_its_findings(cli, tmp_path):
-    assert cli(["sync"]).returncode == 0
-    assert cli(["reconcile"]).returncode == 0
+def test_an_unreachable_app_database_is_a_clear_error_and_the_store_keeps_its_findings(cli_main, tmp_path):
+    assert cli_main(["sync"]).returncode == 0
+    assert cli_main(["reconcile"]).returncode == 0
     env = {
         "STRIPE_API_KEY": "sk_test_x",
         "APP_DATABASE_URL": f"postgresql://app:pw@127.0.0.1:{free_port()}/app",
     }
-    run = cli(["reconcile", "--json"], env)
+    run = cli_main(["reconcile", "--json"], env)
     assert run.returncode == 1
     assert "cannot connect to the app database" in run.stderr
     assert "Traceback" not in run.stderr
-    again = json.loads(cli(["reconcile", "--json"]).stdout)
+    again = json.loads(cli_main(["reconcile", "--json"]).stdout)
     assert any(f["kind"] == "paid_without_subscription" for f in again["findings"])
 
 
-def test_a_mapping_missing_a_canonical_column_is_exit_2_naming_it(cli, cases, tmp_path):
+def test_a_mapping_missing_a_canonical_column_is_exit_2_naming_it(cli_main, cases, tmp_path):
     _, app_url, _ = cases
     preset = (REPO_ROOT / "monitor/app_db/presets/default.toml").read_text()
     broken = tmp_path / "broken.toml"
     broken.write_text(preset.replace("AS current_period_end", "AS period_end_wrong"))
-    run = cli(["reconcile"], {"STRIPE_API_KEY": KEY, "APP_DATABASE_URL": app_url, "APP_SCHEMA": str(broken)})
+    run = cli_main(
+        ["reconcile"], {"STRIPE_API_KEY": KEY, "APP_DATABASE_URL": app_url, "APP_SCHEMA": str(broken)}
+    )
     assert run.returncode == 2
     assert "current_period_end" in run.stderr
     assert "Traceback" not in run.stderr
 
 
-def test_the_emulator_command_refuses_a_missing_fixture_file(cli, tmp_path):
-    run = cli(["emulator", "--fixtures", str(tmp_path / "none.json"), "--port", str(free_port())])
+def test_the_emulator_command_refuses_a_missing_fixture_file(cli_main, tmp_path):
+    run = cli_main(["emulator", "--fixtures", str(tmp_path / "none.json"), "--port", str(free_port())])
     assert run.returncode == 2
     assert "none.json" in run.stderr
     assert "Traceback" not in run.stderr
@@ -178,8 +172,8 @@ def test_the_emulator_command_refuses_a_missing_fixture_file(cli, tmp_path):
         ({"REDIS_URLS": "channels=redis://:CANARYpw4@[bad/0"}, "REDIS_URLS"),
     ],
 )
-def test_a_bad_url_setting_is_exit_2_with_one_masked_line_naming_it(cli, env, named):
-    run = cli(["reconcile"], env)
+def test_a_bad_url_setting_is_exit_2_with_one_masked_line_naming_it(cli_main, env, named):
+    run = cli_main(["reconcile"], env)
     assert run.returncode == 2
     assert named in run.stderr
     assert "Traceback" not in run.stderr
@@ -187,7 +181,7 @@ def test_a_bad_url_setting_is_exit_2_with_one_masked_line_naming_it(cli, env, na
     assert "CANARY" not in run.stdout + run.stderr
 
 
-def test_reconcile_shows_control_characters_in_an_email_escaped(tmp_path):
+def test_reconcile_shows_control_characters_in_an_email_escaped(cli_main, tmp_path):
     a = Account(int(time.time()))
     a.row(None, "mallory\x1b[31m\r\x9b2J@example.com")  # an active row with no payment behind it
     app_url = f"sqlite:///{tmp_path / 'app.db'}"
@@ -199,19 +193,12 @@ def test_reconcile_shows_control_characters_in_an_email_escaped(tmp_path):
             "APP_DATABASE_URL": app_url,
             "MONITOR_DATABASE_URL": f"sqlite:///{tmp_path / 'monitor.db'}",
         }
-        runs = {
-            args: subprocess.run(  # bytes: text mode would turn a CR into a newline before we see it
-                [sys.executable, "-m", "monitor", *args],
-                cwd=REPO_ROOT,
-                env=clean_env(env),
-                capture_output=True,
-            )
-            for args in (("sync",), ("reconcile",), ("reconcile", "--json"))
-        }
+        # Captured as written, before any newline translation could turn a CR into a newline.
+        runs = {args: cli_main(args, env) for args in (("sync",), ("reconcile",), ("reconcile", "--json"))}
     text_run, json_run = runs[("reconcile",)], runs[("reconcile", "--json")]
     assert text_run.returncode == 0, text_run.stderr
-    for raw in (b"\x1b", b"\r", "\x9b".encode()):
+    for raw in ("\x1b", "\r", "\x9b"):
         assert raw not in text_run.stdout and raw not in json_run.stdout
-    assert rb"mallory\x1b[31m\x0d\x9b2J@example.com" in text_run.stdout
+    assert r"mallory\x1b[31m\x0d\x9b2J@example.com" in text_run.stdout
     emails = [f["customer_email"] for f in json.loads(json_run.stdout)["findings"]]
     assert "mallory\x1b[31m\r\x9b2J@example.com" in emails  # JSON escapes it, and keeps it as it is

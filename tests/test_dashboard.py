@@ -15,13 +15,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from monitor import actions, pipeline, repair, store
-from monitor.config import EXTRA_SETTINGS, SETTINGS, load
+from monitor.config import SETTINGS, load
 from monitor.emulator.demo import DEMO_STAGING_WEBHOOK_URL, INCIDENT_EMAIL
+from tests.stripe_cast import REDIS_ERROR
 from ui.text import md_code, md_escape, neutralise_cell, to_csv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO_ROOT / "dashboard.py"
-REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 PAGES = (
     "pages/1_Discrepancies.py",
     "pages/2_Customer_lookup.py",
@@ -64,7 +64,7 @@ def use(monkeypatch, tmp_path):
     of the monitor's (no developer's STRIPE_API_KEY or monitor.toml leaks in)."""
 
     def apply(where: Path, **settings: str) -> None:
-        for name in {s.name for s in SETTINGS} | EXTRA_SETTINGS | {"TRUSTED_PROXY_HEADER"}:
+        for name in {s.name for s in SETTINGS} | {"TRUSTED_PROXY_HEADER"}:
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("MONITOR_CONFIG", str(tmp_path / "no-monitor.toml"))
         for name, value in {**urls(where), **settings}.items():

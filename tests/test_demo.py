@@ -27,10 +27,10 @@ from monitor.emulator.demo import (
 )
 from monitor.errors import AppDatabaseError
 from monitor.rules.findings import KINDS
+from tests.stripe_cast import REDIS_ERROR
 
 ANCHOR = datetime(2026, 11, 26, 11, 20, tzinfo=UTC)
 NOW = int(ANCHOR.timestamp())
-REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

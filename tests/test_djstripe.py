@@ -16,9 +16,8 @@ from sqlalchemy import create_engine, text
 
 from monitor.emulator import server
 from monitor.emulator.shapes import example, examples
-from monitor.rules.findings import WEBHOOK_KINDS
 from tests.django_app import harness
-from tests.stripe_cast import Account
+from tests.stripe_cast import REDIS_ERROR, Account, findings_of
 
 # The first run on a machine also runs dj-stripe's migrations (1-3 minutes, see harness.py).
 pytestmark = pytest.mark.timeout(900)
@@ -26,7 +25,6 @@ pytestmark = pytest.mark.timeout(900)
 KEY = "sk_test_djstripe"
 DAY = 86400
 API_VERSION = "2025-03-31.basil"
-REDIS_DOWN = "Error 111 connecting to localhost:6379. Connection refused."
 
 
 @pytest.fixture(scope="session")
@@ -229,7 +227,7 @@ def build() -> tuple[DjStripeAccount, set[tuple[str, str]]]:
     a.delivered(paid["invoices"][0])
     # missing: a paid invoice whose subscription dj-stripe never stored; the webhook failed on Redis.
     missing = a.subscribe("bob@example.com", [(now - DAY, now + 29 * DAY)])
-    a.delivered(missing["invoices"][0], error=REDIS_DOWN)
+    a.delivered(missing["invoices"][0], error=REDIS_ERROR)
     expect |= {
         ("paid_without_subscription", missing["invoices"][0]["id"]),
         ("webhook_failed", missing["invoices"][0]["event"]["id"]),
@@ -347,18 +345,10 @@ def snapshot(url: str) -> dict[str, list]:
     return out
 
 
-def findings_of(report: dict) -> set[tuple[str, str]]:
-    return {
-        (f["kind"], f["event_id"] if f["kind"] in WEBHOOK_KINDS else f["payment_id"])
-        for f in report["findings"]
-        if f["status"] == "open"
-    }
-
-
 # --- the tests ---------------------------------------------------------------------------------------------
 
 
-def reconcile_with_djstripe(cli, app_url: str, a: DjStripeAccount, expect: set, tmp_path: Path) -> dict:
+def reconcile_with_djstripe(cli_main, app_url: str, a: DjStripeAccount, expect: set, tmp_path: Path) -> dict:
     with server.start(a.objects, api_key=KEY) as emulator:
         env = {
             "STRIPE_API_KEY": KEY,
@@ -366,27 +356,27 @@ def reconcile_with_djstripe(cli, app_url: str, a: DjStripeAccount, expect: set, 
             "APP_DATABASE_URL": app_url,
             "APP_SCHEMA": "djstripe",
         }
-        check = cli(["mapping", "check"], env)
+        check = cli_main(["mapping", "check"], env)
         assert check.returncode == 0, check.stderr
         assert "[subscriptions] ok: 3 rows, 3 in an active status" in check.stdout
         assert "[webhook_log] ok: 2 rows" in check.stdout
         assert "[repair] no templates" in check.stdout and "--strategy webhook" in check.stdout
-        synced = cli(["sync"], env)
+        synced = cli_main(["sync"], env)
         assert synced.returncode == 0, synced.stderr
-        run = cli(["reconcile", "--json"], env)
+        run = cli_main(["reconcile", "--json"], env)
         assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert findings_of(report) == expect
     return report
 
 
-def test_the_djstripe_preset_on_sqlite_migrated_by_djstripe(cli, djstripe_cache, tmp_path):
+def test_the_djstripe_preset_on_sqlite_migrated_by_djstripe(cli_main, djstripe_cache, tmp_path):
     app_url = harness.djstripe_sqlite(djstripe_cache, tmp_path / "djstripe.sqlite3")
     a, expect = build()
     write_djstripe(app_url, a)
-    report = reconcile_with_djstripe(cli, app_url, a, expect, tmp_path)
+    report = reconcile_with_djstripe(cli_main, app_url, a, expect, tmp_path)
     failed = next(f for f in report["findings"] if f["kind"] == "webhook_failed")
-    assert REDIS_DOWN in failed["hint"]
+    assert REDIS_ERROR in failed["hint"]
     missing = next(f for f in report["findings"] if f["kind"] == "paid_without_subscription")
     assert (missing["customer_email"], missing["amount"], missing["currency"]) == (
         "bob@example.com",
@@ -396,14 +386,16 @@ def test_the_djstripe_preset_on_sqlite_migrated_by_djstripe(cli, djstripe_cache,
 
 
 @pytest.mark.postgres
-def test_the_djstripe_preset_on_postgresql_migrated_by_djstripe(cli, djstripe_cache, postgres_url, tmp_path):
+def test_the_djstripe_preset_on_postgresql_migrated_by_djstripe(
+    cli_main, djstripe_cache, postgres_url, tmp_path
+):
     app_url = harness.djstripe_postgres(djstripe_cache, postgres_url)
     a, expect = build()
     write_djstripe(app_url, a)
-    reconcile_with_djstripe(cli, app_url, a, expect, tmp_path)
+    reconcile_with_djstripe(cli_main, app_url, a, expect, tmp_path)
 
 
-def test_the_db_repair_strategy_refuses_and_never_writes_djstripes_tables(cli, djstripe_cache, tmp_path):
+def test_the_db_repair_strategy_refuses_and_never_writes_djstripes_tables(cli_main, djstripe_cache, tmp_path):
     app_url = harness.djstripe_sqlite(djstripe_cache, tmp_path / "djstripe.sqlite3")
     a, _ = build()
     write_djstripe(app_url, a)
@@ -419,8 +411,8 @@ def test_the_db_repair_strategy_refuses_and_never_writes_djstripes_tables(cli, d
             "APP_SCHEMA": "djstripe",
             "OPERATOR_ROLES": "ann=support",
         }
-        assert cli(["sync"], env).returncode == 0
-        run = cli(["repair", missing["id"], "--operator", "ann", "--strategy", "db"], env)
+        assert cli_main(["sync"], env).returncode == 0
+        run = cli_main(["repair", missing["id"], "--operator", "ann", "--strategy", "db"], env)
     # Refused as bad input before Stripe is asked or anything is claimed.
     assert run.returncode == 2, run.stdout + run.stderr
     assert "has no [repair] SQL" in run.stderr

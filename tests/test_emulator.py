@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import stripe
 
-from monitor.emulator import server, shapes, state
+from monitor.emulator import api, protocol, server, shapes, state
 from monitor.emulator.demo import build_demo
 
 KEY = "sk_test_emulator_key_1234"
@@ -873,7 +873,7 @@ READ_PERMISSIONS = [
 
 def permission_message(rak: str, key: str = KEY, account: str = "acct_emulator") -> str:
     return (
-        f"The provided key '{server.mask_key(key)}' does not have the required permissions for this endpoint "
+        f"The provided key '{protocol.mask_key(key)}' does not have the required permissions for this endpoint "
         f"on account '{account}'. Having the '{rak}' permission would allow this request to continue."
     )
 
@@ -916,7 +916,7 @@ def test_each_denied_path_names_its_read_permission(path, rak):
 def test_deny_refuses_a_path_it_does_not_serve():
     for path in ("/v1/prices", "/v1/customers/cus_1", "checkout/sessions"):
         with pytest.raises(ValueError, match="deny"):
-            server.Emulator(deny=[path])
+            api.Emulator(deny=[path])
 
 
 def test_emulator_command_denies_each_path_given(tmp_path):
@@ -1015,7 +1015,7 @@ def test_faults_spare_the_admin_endpoints():
 def test_bad_options_are_refused():
     for options in ({"error_rate": 1.5}, {"latency_ms": -1}, {"rate_limit": 0}):
         with pytest.raises(ValueError):
-            server.Emulator(**options)
+            api.Emulator(**options)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1111,7 +1111,7 @@ def test_counters_are_exact_under_concurrent_clients():
 
 
 def test_lists_stay_consistent_while_objects_are_upserted():
-    emulator = server.Emulator()
+    emulator = api.Emulator()
     stop = threading.Event()
     failures = []
 
@@ -1143,7 +1143,7 @@ def test_lists_stay_consistent_while_objects_are_upserted():
 
 
 def test_upsert_refuses_objects_without_id_or_object_and_stores_none():
-    emulator = server.Emulator()
+    emulator = api.Emulator()
     with pytest.raises(ValueError, match="object #1"):
         emulator.upsert([{"object": "charge", "id": "ch_1"}, {"object": "charge"}])
     assert emulator.object_count == 0
@@ -1152,7 +1152,7 @@ def test_upsert_refuses_objects_without_id_or_object_and_stores_none():
 def test_twenty_thousand_objects_list_in_pages_of_100_each_exactly_once():
     # Speed is shown by the benchmark (make bench), not asserted here: these machines are shared.
     base = shapes.example("checkout.session")
-    emulator = server.Emulator({**base, "id": f"cs_{i:06d}", "created": T0 + i // 4} for i in range(20_000))
+    emulator = api.Emulator({**base, "id": f"cs_{i:06d}", "created": T0 + i // 4} for i in range(20_000))
     headers = {"Authorization": f"Bearer {KEY}"}
     after, pages, seen = "", 0, set()
     while True:

@@ -19,11 +19,12 @@ from monitor import config, scheduled, store
 from monitor.emulator import server
 from monitor.emulator.demo import INCIDENT_EMAIL, build_demo, ensure_demo_app_db
 from monitor.errors import StripeError
-from monitor.rules.findings import PAYMENT_KINDS, Finding
+from monitor.rules.findings import PAYMENT_KINDS
 from monitor.store import lifecycle
 from monitor.store.models import AlertDelivery, FindingRow, JobRun, Lease, ProbeResultRow
 from tests.jobs_process import QUIET, JobsChild, job_runs, wait_until
 from tests.services import REPO_ROOT, clean_env, free_port
+from tests.table_cast import finding
 
 T0 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 # The demo is anchored a day ago, so everything it holds is in the past of the real clock the sync uses.
@@ -112,8 +113,8 @@ def test_retention_deletes_only_what_is_older_than_retention_days(urls, engine):
                 for d, at in (("old", old), ("recent", recent))
             ],
         )
-        gone, kept = (Finding(kind="amount_mismatch", key=f"amount_mismatch:{n}") for n in ("gone", "kept"))
-        still = Finding(kind="paid_without_subscription", key="paid_without_subscription:still")
+        gone, kept = (finding(name, "amount_mismatch") for name in ("gone", "kept"))
+        still = finding("still")
         lifecycle.apply_findings(conn, [gone, kept, still], kinds=PAYMENT_KINDS, now=old)
         lifecycle.apply_findings(conn, [kept, still], kinds=PAYMENT_KINDS, now=old)  # resolves `gone` then
         lifecycle.apply_findings(conn, [still], kinds=PAYMENT_KINDS, now=recent)  # resolves `kept` now

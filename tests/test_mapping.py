@@ -16,13 +16,11 @@ from sqlalchemy import create_engine, text
 from monitor.app_db import AppDatabase, load_mapping
 from monitor.emulator import server
 from monitor.errors import MappingError
-from monitor.rules.findings import WEBHOOK_KINDS
 from tests.conftest import REPO_ROOT
 from tests.django_app import harness
-from tests.stripe_cast import Account, known_cases
+from tests.stripe_cast import REDIS_ERROR, Account, findings_of, known_cases
 
 KEY = "sk_test_mapping"
-REDIS_DOWN = "Error 111 connecting to localhost:6379. Connection refused."
 
 
 def example_mapping() -> str:
@@ -143,7 +141,7 @@ def build_cases(url: str) -> tuple[Account, set[tuple[str, str]], dict]:
             "received": stamp(never["created"] + 3),
             "handled": None,
             "ok": False,
-            "message": REDIS_DOWN,
+            "message": REDIS_ERROR,
         },
     ]
     emails = [
@@ -153,20 +151,12 @@ def build_cases(url: str) -> tuple[Account, set[tuple[str, str]], dict]:
     return a, expect, {"never": never, "pending": pending, "users": users}
 
 
-def findings_of(report: dict) -> set[tuple[str, str]]:
-    found = set()
-    for f in report["findings"]:
-        if f["status"] != "open":
-            continue
-        what = f["event_id"] if f["kind"] in WEBHOOK_KINDS else f["payment_id"]
-        found.add((f["kind"], what or f"row:{f['subscription_ids'][0]}"))
-    return found
-
-
 # --- the worked example, end to end ------------------------------------------------------------------------
 
 
-def test_the_docs_django_example_finds_every_case_and_repairs_through_its_templates(cli, django_db, tmp_path):
+def test_the_docs_django_example_finds_every_case_and_repairs_through_its_templates(
+    cli_main, django_db, tmp_path
+):
     mapping = write_mapping(tmp_path, example_mapping())
     a, expect, cases = build_cases(django_db)
     with server.start(a.objects, api_key=KEY) as emulator:
@@ -177,25 +167,25 @@ def test_the_docs_django_example_finds_every_case_and_repairs_through_its_templa
             "APP_SCHEMA": str(mapping),
             "OPERATOR_ROLES": "ann=support",
         }
-        check = cli(["mapping", "check"], env)
+        check = cli_main(["mapping", "check"], env)
         assert check.returncode == 0, check.stderr
         assert "[subscriptions] ok: 7 rows, 6 in an active status" in check.stdout
         assert "[webhook_log] ok: 2 rows" in check.stdout
-        assert cli(["sync"], env).returncode == 0
-        run = cli(["reconcile", "--json"], env)
+        assert cli_main(["sync"], env).returncode == 0
+        run = cli_main(["reconcile", "--json"], env)
         assert run.returncode == 0, run.stderr
         report = json.loads(run.stdout)
         assert findings_of(report) == expect
         failed = next(f for f in report["findings"] if f["kind"] == "webhook_failed")
-        assert REDIS_DOWN in failed["hint"]
+        assert REDIS_ERROR in failed["hint"]
 
-        created = cli(["repair", cases["never"]["cs"], "--operator", "ann"], env)
+        created = cli_main(["repair", cases["never"]["cs"], "--operator", "ann"], env)
         assert created.returncode == 0, created.stdout + created.stderr
         assert created.stdout.startswith("CREATED: ")
-        activated = cli(["repair", cases["pending"]["cs"], "--operator", "ann"], env)
+        activated = cli_main(["repair", cases["pending"]["cs"], "--operator", "ann"], env)
         assert activated.returncode == 0, activated.stdout + activated.stderr
         assert activated.stdout.startswith("ACTIVATED: ")
-        again = json.loads(cli(["reconcile", "--json"], env).stdout)
+        again = json.loads(cli_main(["reconcile", "--json"], env).stdout)
     assert findings_of(again) == expect - {
         ("paid_without_subscription", cases["never"]["cs"]),
         ("subscription_not_active", cases["pending"]["cs"]),
@@ -432,11 +422,11 @@ def test_a_webhook_log_query_that_fails_names_its_table(django_db, tmp_path):
     ],
     ids=["empty-statuses", "unknown-template", "missing-table", "missing-column"],
 )
-def test_mapping_check_says_what_is_wrong_in_one_line_with_exit_2(cli, tmp_path, old, new, named):
+def test_mapping_check_says_what_is_wrong_in_one_line_with_exit_2(cli_main, tmp_path, old, new, named):
     url = f"sqlite:///{tmp_path / 'django.sqlite3'}"
     harness.migrate(url, "payments")
     broken = write_mapping(tmp_path, example_mapping().replace(old, new, 1))
-    run = cli(
+    run = cli_main(
         ["mapping", "check"], {"STRIPE_API_KEY": KEY, "APP_DATABASE_URL": url, "APP_SCHEMA": str(broken)}
     )
     assert run.returncode == 2, run.stdout + run.stderr

@@ -15,100 +15,20 @@ import pandas as pd
 import pytest
 
 from monitor.rules.findings import PAYMENT_KINDS
+from monitor.rules.money import format_money
 from monitor.rules.reconcile import (
     PAYMENT_COLUMNS,
     SUBSCRIPTION_COLUMNS,
     empty_payments,
     empty_subscriptions,
-    format_money,
     reconcile,
 )
+from tests.table_cast import DAY, MONTH, NOW, checkout, invoices, row, tables
 
-NOW = datetime(2026, 11, 26, 11, 20, tzinfo=UTC)
 GRACE = timedelta(minutes=10)
-DAY = timedelta(days=1)
-MONTH = timedelta(days=30)
 
 
-# --- building tables --------------------------------------------------------------------------------------
-
-
-def checkout(name: str, **fields) -> dict:
-    """A paid one-time Checkout Session, a day old, USD 149."""
-    p = {
-        "payment_id": f"cs_{name}",
-        "source": "checkout_session",
-        "checkout_session_id": f"cs_{name}",
-        "payment_intent_id": f"pi_{name}",
-        "invoice_id": None,
-        "stripe_subscription_id": None,
-        "stripe_subscription_status": None,
-        "customer_id": f"cus_{name}",
-        "customer_email": f"{name}@example.com",
-        "amount": 14900,
-        "currency": "usd",
-        "created": NOW - DAY,
-        "amount_refunded": 0,
-        "dispute_status": None,
-        "billing_reason": None,
-        "period_end": pd.NaT,
-        "event_id": f"evt_{name}",
-        "livemode": False,
-    }
-    p.update(fields)
-    return p
-
-
-def invoices(name: str, count: int, **fields) -> list[dict]:
-    """`count` monthly USD 29 invoices of Stripe subscription sub_{name}, the last paid a day ago."""
-    out = []
-    for n in range(1, count + 1):
-        paid = NOW - DAY - (count - n) * MONTH
-        out.append(
-            checkout(
-                name,
-                payment_id=f"in_{name}_{n}",
-                source="invoice",
-                checkout_session_id=None,
-                payment_intent_id=f"pi_{name}_{n}",
-                invoice_id=f"in_{name}_{n}",
-                stripe_subscription_id=f"sub_{name}",
-                stripe_subscription_status="active",
-                amount=2900,
-                created=paid,
-                billing_reason="subscription_create" if n == 1 else "subscription_cycle",
-                period_end=paid + MONTH,
-                event_id=f"evt_{name}_{n}",
-            )
-            | fields
-        )
-    return out
-
-
-def row(row_id, name: str, *, by: str = "session", **fields) -> dict:
-    """The app's row for customer `name`, linked to their payment by session, intent, subscription or nothing."""
-    r = {
-        "id": row_id,
-        "email": f"{name}@example.com",
-        "customer_id": f"cus_{name}",
-        "checkout_session_id": f"cs_{name}" if by == "session" else None,
-        "payment_intent_id": f"pi_{name}" if by == "intent" else None,
-        "stripe_subscription_id": f"sub_{name}" if by == "subscription" else None,
-        "amount": 14900,
-        "currency": "usd",
-        "status": "active",
-        "created_at": NOW - DAY + timedelta(seconds=5),
-        "activated_at": NOW - DAY + timedelta(seconds=6),
-        "current_period_end": NOW + 300 * DAY,
-    }
-    r.update(fields)
-    return r
-
-
-def tables(payments: list[dict], rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    pay = pd.DataFrame(payments, columns=list(PAYMENT_COLUMNS)) if payments else empty_payments()
-    subs = pd.DataFrame(rows, columns=list(SUBSCRIPTION_COLUMNS)) if rows else empty_subscriptions()
-    return pay, subs
+# --- judging tables of the cast (tests/table_cast.py) -----------------------------------------------------
 
 
 def run(payments: list[dict], rows: list[dict], **options):

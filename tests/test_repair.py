@@ -608,7 +608,7 @@ def test_the_webhook_strategy_without_the_event_in_the_store_fails_and_says_to_s
 # --- the command line ----------------------------------------------------------------------------------
 
 
-def test_the_repair_command_exits_0_when_done_1_when_refused_2_for_bad_input(stage, cli):
+def test_the_repair_command_exits_0_when_done_1_when_refused_2_for_bad_input(stage, cli_main):
     a = Account(NOW)
     pay = a.checkout_payment("paid_never_activated@example.com")
     refunded = a.checkout_payment("fully_refunded@example.com", refunded=14900)
@@ -623,7 +623,7 @@ def test_the_repair_command_exits_0_when_done_1_when_refused_2_for_bad_input(sta
         (["repair", pay["cs"], "--operator", SUPPORT, "--strategy", "fax"], 2, "invalid choice"),
     ]
     for args, status, says in runs:
-        run = cli(args, env=scene.env)
+        run = cli_main(args, env=scene.env)
         assert run.returncode == status, (args, run.stdout, run.stderr)
         assert says in run.stdout + run.stderr, (args, run.stdout, run.stderr)
         assert "Traceback" not in run.stdout + run.stderr
@@ -637,16 +637,16 @@ def demo_case(tmp_env: dict, name: str) -> dict:
     return build_demo(ensure_demo_app_db(tmp_env["APP_DATABASE_URL"])).cases[name]
 
 
-def test_in_demo_mode_any_operator_is_admin(cli, tmp_env):
+def test_in_demo_mode_any_operator_is_admin(cli_main, tmp_env):
     incident = demo_case(tmp_env, "incident")
-    run = cli(["repair", incident["payment_id"], "--operator", "anyone@example.org", "--dry-run"])
+    run = cli_main(["repair", incident["payment_id"], "--operator", "anyone@example.org", "--dry-run"])
     assert run.returncode == 0, run.stdout + run.stderr
     assert "DRY RUN" in run.stdout and "role admin" in run.stdout
 
 
-def test_in_demo_mode_the_refunded_payment_is_refused_with_status_1_and_a_ledger_row(cli, tmp_env):
+def test_in_demo_mode_the_refunded_payment_is_refused_with_status_1_and_a_ledger_row(cli_main, tmp_env):
     refunded = demo_case(tmp_env, "refunded_active")
-    run = cli(["repair", refunded["payment_id"], "--operator", SUPPORT])
+    run = cli_main(["repair", refunded["payment_id"], "--operator", SUPPORT])
     assert run.returncode == 1, run.stdout + run.stderr
     assert "REFUSED" in run.stdout and "refunded in full" in run.stdout
     engine = store.open_store(tmp_env["MONITOR_DATABASE_URL"])
@@ -657,11 +657,11 @@ def test_in_demo_mode_the_refunded_payment_is_refused_with_status_1_and_a_ledger
     assert (entry.outcome, entry.operator) == ("refused", SUPPORT)
 
 
-def test_in_demo_mode_the_usd_149_incident_is_activated_once_and_its_finding_resolves(cli, tmp_env):
-    assert cli(["sync"]).returncode == 0
+def test_in_demo_mode_the_usd_149_incident_is_activated_once_and_its_finding_resolves(cli_main, tmp_env):
+    assert cli_main(["sync"]).returncode == 0
 
     def open_findings(pid: str) -> set[str]:
-        run = cli(["reconcile", "--json"])
+        run = cli_main(["reconcile", "--json"])
         assert run.returncode == 0, run.stderr
         report = json.loads(run.stdout)
         return {f["kind"] for f in report["findings"] if f["payment_id"] == pid and f["status"] == "open"}
@@ -669,10 +669,10 @@ def test_in_demo_mode_the_usd_149_incident_is_activated_once_and_its_finding_res
     incident = demo_case(tmp_env, "incident")
     pid = incident["payment_id"]
     assert "paid_without_subscription" in open_findings(pid)
-    first = cli(["repair", pid, "--operator", SUPPORT])
+    first = cli_main(["repair", pid, "--operator", SUPPORT])
     assert first.returncode == 0 and "CREATED" in first.stdout, first.stdout + first.stderr
     rows = subscriptions(tmp_env["APP_DATABASE_URL"])
-    again = cli(["repair", pid, "--operator", SUPPORT])
+    again = cli_main(["repair", pid, "--operator", SUPPORT])
     assert again.returncode == 0 and "ALREADY ACTIVE" in again.stdout, again.stdout + again.stderr
     assert subscriptions(tmp_env["APP_DATABASE_URL"]) == rows
     assert [r["status"] for r in rows if r["stripe_checkout_session_id"] == pid] == ["active"]

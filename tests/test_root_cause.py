@@ -10,12 +10,12 @@ import pytest
 
 from monitor.rules.findings import Finding
 from monitor.rules.outages import Outage, format_window, outage_windows
-from monitor.rules.reconcile import PAYMENT_COLUMNS
 from monitor.rules.root_cause import explain
 from monitor.rules.webhook_health import EVENT_COLUMNS, LOG_COLUMNS
+from tests.stripe_cast import REDIS_ERROR
+from tests.table_cast import checkout, finding, payments_frame
 
 NOW = datetime(2026, 11, 26, 13, 5, tzinfo=UTC)
-REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 PAID_AT = datetime(2026, 11, 26, 11, 1, tzinfo=UTC)
 
 
@@ -131,17 +131,8 @@ def test_format_window(start, end, text):
 
 
 def payments(**fields) -> pd.DataFrame:
-    row = {c: None for c in PAYMENT_COLUMNS} | {
-        "payment_id": "cs_dana",
-        "checkout_session_id": "cs_dana",
-        "payment_intent_id": "pi_dana",
-        "customer_email": "dana@example.com",
-        "amount": 14900,
-        "currency": "usd",
-        "created": PAID_AT,
-        "event_id": "evt_dana",
-    }
-    return pd.DataFrame([row | fields], columns=list(PAYMENT_COLUMNS))
+    """Dana's USD 149 Checkout payment."""
+    return payments_frame([checkout("dana", created=PAID_AT, **fields)])
 
 
 def events(**fields) -> pd.DataFrame:
@@ -166,18 +157,14 @@ FAILED = {"status": "failed", "error": REDIS_ERROR, "processed_at": pd.NaT}
 REDIS_DOWN = Outage(REDIS, at("10:58"), at("11:20"), REDIS_ERROR, "down")
 
 
-def finding(kind: str = "paid_without_subscription", **fields) -> Finding:
-    """Dana's USD 149 payment as reconcile reports it."""
-    return Finding(
-        kind=kind,
-        key=f"{kind}:cs_dana",
-        payment_id="cs_dana",
-        amount=14900,
-        currency="usd",
-        hint="paid USD 149.00 on 2026-11-26 11:01 UTC (cs_dana)",
-        occurred_at=PAID_AT,
-        **fields,
-    )
+def dana(kind: str = "paid_without_subscription", **fields) -> Finding:
+    """The finding about Dana's USD 149 payment as reconcile reports it, before root cause names its event."""
+    before = {
+        "hint": "paid USD 149.00 on 2026-11-26 11:01 UTC (cs_dana)",
+        "occurred_at": PAID_AT,
+        "event_id": None,
+    }
+    return finding("dana", kind, **(before | fields))
 
 
 def why(found: list[Finding]) -> str:
@@ -186,7 +173,7 @@ def why(found: list[Finding]) -> str:
 
 
 def test_the_incident_names_the_pending_event_the_apps_error_and_the_redis_outage():
-    (f,) = explain([finding()], payments(), events(), app_log(FAILED), [REDIS_DOWN], now=NOW)
+    (f,) = explain([dana()], payments(), events(), app_log(FAILED), [REDIS_DOWN], now=NOW)
     assert f.hint == (
         "paid USD 149.00 on 2026-11-26 11:01 UTC (cs_dana). Why: checkout.session.completed evt_dana pending at "
         f"1 endpoint for 2 h 3 min; app log: failed “{REDIS_ERROR}”; redis:channels down 10:58–11:20 UTC"
@@ -214,7 +201,7 @@ def test_the_incident_names_the_pending_event_the_apps_error_and_the_redis_outag
     ],
 )
 def test_only_outages_overlapping_the_payments_window_are_named(outage, named):
-    text = why(explain([finding()], payments(), events(), app_log(FAILED), [outage], now=NOW))
+    text = why(explain([dana()], payments(), events(), app_log(FAILED), [outage], now=NOW))
     assert (REDIS in text) == named
 
 
@@ -270,19 +257,19 @@ def test_only_outages_overlapping_the_payments_window_are_named(outage, named):
     ],
 )
 def test_why_tells_the_events_delivery_and_the_apps_log(pays, evts, log, expected):
-    assert why(explain([finding()], pays, evts, log, [], now=NOW)) == expected
+    assert why(explain([dana()], pays, evts, log, [], now=NOW)) == expected
 
 
 def test_the_findings_event_id_is_used_and_a_missing_one_is_filled():
-    (f,) = explain([finding(event_id="evt_dana")], payments(event_id=None), events(), None, [], now=NOW)
+    (f,) = explain([dana(event_id="evt_dana")], payments(event_id=None), events(), None, [], now=NOW)
     assert f.event_id == "evt_dana" and "evt_dana pending" in f.hint
-    (g,) = explain([finding()], payments(event_id=None), events(), None, [], now=NOW)
+    (g,) = explain([dana()], payments(event_id=None), events(), None, [], now=NOW)
     assert g.event_id == "evt_dana"
 
 
 @pytest.mark.parametrize("kind", ["subscription_not_active", "period_not_extended"])
 def test_every_payment_kind_is_explained(kind):
-    assert " Why: " in explain([finding(kind)], payments(), events(), None, [], now=NOW)[0].hint
+    assert " Why: " in explain([dana(kind)], payments(), events(), None, [], now=NOW)[0].hint
 
 
 @pytest.mark.parametrize(
@@ -296,12 +283,12 @@ def test_every_payment_kind_is_explained(kind):
     ],
 )
 def test_other_kinds_are_untouched(kind):
-    f = finding(kind)
+    f = dana(kind, payment_id="cs_dana")  # about Dana's payment too, whatever the kind
     assert explain([f], payments(), events(), app_log(FAILED), [REDIS_DOWN], now=NOW) == [f]
 
 
 def test_explaining_twice_gives_the_same_hint_and_leaves_the_inputs_alone():
-    f, pays, evts, log = finding(), payments(), events(), app_log(FAILED)
+    f, pays, evts, log = dana(), payments(), events(), app_log(FAILED)
     kept = (copy.deepcopy(f), pays.copy(), evts.copy(), log.copy())
     once = explain([f], pays, evts, log, [REDIS_DOWN], now=NOW)
     assert explain(once, pays, evts, log, [REDIS_DOWN], now=NOW) == once

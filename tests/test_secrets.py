@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from monitor import secrets
 from monitor.emulator import server
 from tests.conftest import REPO_ROOT
 from tests.services import clean_env, free_port, run_cli
@@ -26,6 +27,35 @@ KEY = "sk_test_CANARY7f3a9c1e55d04b2"
 WEBHOOK_SECRET = "whsec_CANARY1b2c3d4e5f"
 REDIS_PASSWORD = "pwCANARY9d8e7f6a"
 ALERT_TOKEN = "CANARYalerttoken42"
+
+
+# Each URL as the parser that opens it reads it; the canary must leave both the URL shown and any text.
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:pw#CANARY@db:5432/app", "postgresql://app:****@db:5432/app"),
+        ("postgresql://app:pw/CANARY@db/app", "postgresql://app:****@db/app"),
+        ("postgresql://app:pw[CANARY@db/app", "postgresql://app:****@db/app"),
+        ("postgresql://app:CANARY@[bad/app", "postgresql://app:****@[bad/app"),
+        ("postgresql+psycopg://app:p%23CANARY@db/app", "postgresql+psycopg://app:****@db/app"),
+        ("postgresql://app@db/app?password=CANARY", "postgresql://app@db/app?password=****"),
+        ("postgresql://app:pw@CANARY@db/app", "postgresql://****@db/app"),  # read differently: all masked
+        ("redis://:CANARY@127.0.0.1:6379/0", "redis://:****@127.0.0.1:6379/0"),
+        ("redis://:pw#CANARY@127.0.0.1:6379/0", "redis://****@127.0.0.1:6379/0"),  # unreadable: all
+        ("redis://:CANARY#x@127.0.0.1/0", "redis://****@127.0.0.1/0"),
+        ("redis://user:pw[CANARY@h/0", "redis://****@h/0"),
+        ("redis://:CANARY@[bad/0", "redis://****@[bad/0"),
+        ("redis://h/0?password=CANARY", "redis://h/0?password=****"),
+        ("http://hook:CANARY@app.example.com/hook", "http://hook:****@app.example.com/hook"),
+        ("http://hook:CANARY@[::1", "http://****@[::1"),
+        ("sqlite:///data/monitor.db", "sqlite:///data/monitor.db"),
+    ],
+)
+def test_a_url_is_masked_as_the_parser_that_opens_it_reads_it(url, shown):
+    assert secrets.mask_url(url) == shown
+    found = secrets.url_secrets(url).secrets
+    assert "CANARY" not in secrets.mask_secrets(f"cannot connect to {url}: refused", found)
+    assert all("CANARY" not in secrets.mask_secrets(s, found) for s in found)
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -29,11 +29,11 @@ from streamlit.testing.v1 import AppTest
 
 from monitor import actions, alerts, repair, store
 from monitor.actions import EXPORT_JOB, Forbidden, authorize_export
-from monitor.config import EXTRA_SETTINGS, SETTINGS, load
+from monitor.config import SETTINGS, load
 from monitor.emulator import server
 from tests.conftest import REPO_ROOT
 from tests.services import free_port, run_cli
-from tests.streamlit_server import CHROMIUM, dashboard, main_text, settle, sidebar_pages
+from tests.streamlit_server import CHROMIUM, dashboard, go, main_text, settle, sidebar_pages
 from tests.stripe_cast import Account
 from ui.text import to_csv
 
@@ -215,11 +215,6 @@ def record(page, visits: dict, name: str, frames: list) -> None:
         "exception": exceptions.first.inner_text()[:500] if exceptions.count() else None,
     }
     frames.clear()
-
-
-def go(page, url: str, href: str) -> None:
-    page.goto(href if href.startswith("http") else f"{url}/{href.lstrip('/')}")
-    settle(page)
 
 
 @pytest.fixture(scope="module")
@@ -463,7 +458,7 @@ def test_an_unexpected_error_shows_only_its_type_outside_the_demo(site, browser,
 @pytest.fixture
 def use(monkeypatch, tmp_path):
     def apply(**settings: str) -> None:
-        for name in {s.name for s in SETTINGS} | EXTRA_SETTINGS:
+        for name in {s.name for s in SETTINGS}:
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("MONITOR_CONFIG", str(tmp_path / "no-monitor.toml"))
         for name, value in settings.items():

@@ -12,12 +12,12 @@ from sqlalchemy import insert, inspect, select
 
 from monitor import store, views
 from monitor.emulator import server
-from monitor.rules.findings import Finding
 from monitor.store import db, lifecycle, snapshot
 from monitor.store.models import FindingRow, JobRun
 from monitor.stripe_api.source import StripeSource
 from monitor.stripe_api.sync import sync
 from tests.stripe_cast import Account
+from tests.table_cast import finding
 
 NOW = int(time.time())
 T0 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
@@ -95,10 +95,6 @@ def test_payments_are_sessions_with_refunds_and_disputes_attached(engine):
     assert payments.loc[fine["cs"], "created"] == datetime.fromtimestamp(fine["created"], UTC)
 
 
-def finding(key: str, kind: str = "paid_without_subscription") -> Finding:
-    return Finding(kind=kind, key=key, payment_id=key.split(":")[-1], amount=14900, currency="usd")
-
-
 def statuses(engine) -> dict[str, str]:
     with engine.connect() as conn:
         return dict(conn.execute(select(FindingRow.key, FindingRow.status)).all())
@@ -106,39 +102,36 @@ def statuses(engine) -> dict[str, str]:
 
 def test_a_finding_keeps_its_identity_across_runs_and_resolves_when_gone(engine):
     kinds = ["paid_without_subscription"]
+    bob, carol = finding("bob"), finding("carol")
     with engine.begin() as conn:
-        first = lifecycle.apply_findings(conn, [finding("p:cs_1"), finding("p:cs_2")], kinds=kinds, now=T0)
+        first = lifecycle.apply_findings(conn, [bob, carol], kinds=kinds, now=T0)
     with engine.begin() as conn:
-        second = lifecycle.apply_findings(
-            conn, [finding("p:cs_1")], kinds=kinds, now=T0 + timedelta(minutes=5)
-        )
+        second = lifecycle.apply_findings(conn, [bob], kinds=kinds, now=T0 + timedelta(minutes=5))
     assert first["opened"] == 2
     assert second == {"opened": 0, "still_open": 1, "reopened": 0, "resolved": 1}
-    assert statuses(engine) == {"p:cs_1": "open", "p:cs_2": "resolved"}
+    assert statuses(engine) == {bob.key: "open", carol.key: "resolved"}
     with engine.connect() as conn:
-        row = conn.execute(select(FindingRow.__table__).where(FindingRow.key == "p:cs_1")).one()
+        row = conn.execute(select(FindingRow.__table__).where(FindingRow.key == bob.key)).one()
     assert row.first_seen == T0
     assert row.last_seen == T0 + timedelta(minutes=5)
 
 
 def test_a_resolved_finding_that_comes_back_is_reopened(engine):
     kinds = ["paid_without_subscription"]
-    for minutes, found in ((0, ["p:cs_1"]), (5, []), (10, ["p:cs_1"])):
+    bob = finding("bob")
+    for minutes, found in ((0, [bob]), (5, []), (10, [bob])):
         with engine.begin() as conn:
-            lifecycle.apply_findings(
-                conn, [finding(k) for k in found], kinds=kinds, now=T0 + timedelta(minutes=minutes)
-            )
-    assert statuses(engine) == {"p:cs_1": "open"}
+            lifecycle.apply_findings(conn, found, kinds=kinds, now=T0 + timedelta(minutes=minutes))
+    assert statuses(engine) == {bob.key: "open"}
 
 
 def test_a_run_resolves_only_findings_of_the_kinds_it_evaluated(engine):
+    failed = finding("bob", "webhook_failed")
     with engine.begin() as conn:
-        lifecycle.apply_findings(
-            conn, [finding("w:evt_1", "webhook_failed")], kinds=["webhook_failed"], now=T0
-        )
+        lifecycle.apply_findings(conn, [failed], kinds=["webhook_failed"], now=T0)
     with engine.begin() as conn:
         lifecycle.apply_findings(conn, [], kinds=["paid_without_subscription"], now=T0)
-    assert statuses(engine) == {"w:evt_1": "open"}
+    assert statuses(engine) == {failed.key: "open"}
 
 
 def test_every_job_run_is_recorded_with_its_error(engine):

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 
 from monitor import store
 from monitor.emulator import server
-from monitor.emulator.server import json_response
+from monitor.emulator.api import json_response
 from monitor.emulator.shapes import example
 from monitor.errors import StripeAuthError, StripeUnavailable
 from monitor.store.models import STRIPE_TABLES, SyncWindow

@@ -29,6 +29,7 @@ from monitor.store.rows import listing_ranks
 from monitor.stripe_api.source import RESOURCES, StripeSource
 from monitor.stripe_api.sync import SyncIncomplete, sync
 from tests.stripe_cast import MONTH_S, Account
+from tests.table_cast import DAY, NOW, invoices, row, tables
 
 KEY = "sk_test_truth"
 GRACE = timedelta(minutes=10)
@@ -260,11 +261,11 @@ def test_a_list_refused_with_403_stops_only_itself_and_names_the_permission(sqli
     assert outcome["webhook_endpoints"].ok_at is not None and outcome["undelivered_events"].ok_at is not None
 
 
-def test_the_cli_says_which_resource_failed_and_check_says_stripe_api_is_degraded(cli, tmp_path):
+def test_the_cli_says_which_resource_failed_and_check_says_stripe_api_is_degraded(cli_main, tmp_path):
     with server.start(refused_account().objects, api_key=KEY, deny=["/v1/checkout/sessions"]) as running:
         env = {"STRIPE_API_KEY": KEY, "STRIPE_API_BASE": running.base_url}
-        run = cli(["sync"], env)
-        check = cli(["check", "--json"], env)
+        run = cli_main(["sync"], env)
+        check = cli_main(["check", "--json"], env)
     assert run.returncode == 1, run.stderr
     assert run.stdout.startswith("synced ")
     assert "Traceback" not in run.stderr
@@ -317,74 +318,33 @@ def test_a_row_naming_a_session_the_store_lacks_is_not_called_unpaid():
     """Checkout Sessions never synced: a row naming only its session cannot be matched, so it is neither
     active_without_payment nor proof that its customer's payment lacks a row; a row naming nothing that is
     missing is still judged."""
-    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
-    day = timedelta(days=1)
-    payments = pd.DataFrame(
+    payments, rows = tables(
+        [*invoices("erin", 1), *invoices("ivan", 1)],
         [
-            _invoice_payment("in_1", "cus_1", "erin@example.com", now - day),
-            _invoice_payment("in_2", "cus_2", "ivan@example.com", now - day),
-        ]
-    )
-    rows = pd.DataFrame(
-        [
-            _row(1, "erin@example.com", "cus_1", cs="cs_unknown", created=now - day),
-            _row(2, "ivan.other@example.com", None, created=now - 2 * day),
-        ]
+            row(1, "erin", checkout_session_id="cs_unknown"),
+            row(
+                2,
+                "ivan",
+                by="nothing",
+                email="ivan.other@example.com",
+                customer_id=None,
+                created_at=NOW - 2 * DAY,
+            ),
+        ],
     )
     missing = SnapshotState(
         missing=(ResourceGap("checkout_sessions", "403", 403, "Checkout Sessions: read"),)
     )
-    result = reconcile(payments, rows, now=now, grace=GRACE, snapshot=missing)
+    result = reconcile(payments, rows, now=NOW, grace=GRACE, snapshot=missing)
     found = {(f.kind, f.payment_id or f.subscription_ids[0]) for f in result.findings}
-    assert found == {("paid_without_subscription", "in_2"), ("active_without_payment", 2)}
+    assert found == {("paid_without_subscription", "in_ivan_1"), ("active_without_payment", 2)}
     assert set(result.held_back.kinds) == {"paid_without_subscription", "active_without_payment"}
     assert "Checkout Sessions: read" in result.held_back.reasons["active_without_payment"]
-    complete = reconcile(payments, rows, now=now, grace=GRACE)
+    complete = reconcile(payments, rows, now=NOW, grace=GRACE)
     assert {f.kind for f in complete.findings} == {"paid_without_subscription", "active_without_payment"}
-    assert len(complete.findings) == 3  # row 1 is named in in_1's hint, so it is not also without payment
-
-
-def _invoice_payment(pid: str, cus: str, email: str, created: datetime, **fields) -> dict:
-    p = {
-        "payment_id": pid,
-        "source": "invoice",
-        "checkout_session_id": None,
-        "payment_intent_id": f"pi_{pid}",
-        "invoice_id": pid,
-        "stripe_subscription_id": None,
-        "stripe_subscription_status": None,
-        "customer_id": cus,
-        "customer_email": email,
-        "amount": 14900,
-        "currency": "usd",
-        "created": created,
-        "amount_refunded": 0,
-        "dispute_status": None,
-        "billing_reason": None,
-        "period_end": pd.NaT,
-        "event_id": None,
-        "livemode": False,
-        "zero_reason": None,
-    }
-    p.update(fields)
-    return p
-
-
-def _row(rid, email, cus, *, cs=None, pi=None, sub=None, status="active", created=None, amount=14900) -> dict:
-    return {
-        "id": rid,
-        "email": email,
-        "customer_id": cus,
-        "checkout_session_id": cs,
-        "payment_intent_id": pi,
-        "stripe_subscription_id": sub,
-        "amount": amount,
-        "currency": "usd",
-        "status": status,
-        "created_at": created,
-        "activated_at": created,
-        "current_period_end": pd.NaT,
-    }
+    assert (
+        len(complete.findings) == 3
+    )  # row 1 is named in in_erin_1's hint, so it is not also without payment
 
 
 # --- 5. trials and 100 %-off starts through Checkout ------------------------------------------------------
@@ -491,8 +451,8 @@ def test_payment_scope_is_read_from_the_settings(value, scope):
     assert config_module.load(env, toml_path=None).payment_scope == scope
 
 
-def test_a_bad_payment_scope_is_one_line_naming_it(cli):
-    run = cli(["reconcile"], {"PAYMENT_SCOPE": "one-offs"})
+def test_a_bad_payment_scope_is_one_line_naming_it(cli_main):
+    run = cli_main(["reconcile"], {"PAYMENT_SCOPE": "one-offs"})
     assert run.returncode == 2
     assert run.stderr.strip() == "error: PAYMENT_SCOPE='one-offs' is not valid: expected all or subscriptions"
 
@@ -507,16 +467,16 @@ def account_named(account_id: str) -> Account:
     return a
 
 
-def test_a_store_refuses_another_account_unless_filled_anew_with_full(cli, tmp_path):
+def test_a_store_refuses_another_account_unless_filled_anew_with_full(cli_main, tmp_path):
     with server.start(account_named("acct_first").objects, api_key=KEY) as first:
-        assert cli(["sync"], {"STRIPE_API_KEY": KEY, "STRIPE_API_BASE": first.base_url}).returncode == 0
+        assert cli_main(["sync"], {"STRIPE_API_KEY": KEY, "STRIPE_API_BASE": first.base_url}).returncode == 0
     with server.start(account_named("acct_other").objects, api_key=KEY) as other:
         env = {"STRIPE_API_KEY": KEY, "STRIPE_API_BASE": other.base_url}
-        refused = cli(["sync"], env)
+        refused = cli_main(["sync"], env)
         assert refused.returncode == 2
         (line,) = refused.stderr.strip().splitlines()
         assert "acct_first (test mode)" in line and "acct_other (test mode)" in line
-        anew = cli(["sync", "--full"], env)
+        anew = cli_main(["sync", "--full"], env)
         assert anew.returncode == 0, anew.stderr
     engine = store.open_store(f"sqlite:///{tmp_path / 'monitor.db'}")
     with engine.connect() as conn:
@@ -526,10 +486,12 @@ def test_a_store_refuses_another_account_unless_filled_anew_with_full(cli, tmp_p
     assert emails == {"acct_other@example.com"}
 
 
-def test_a_store_filled_in_test_mode_refuses_a_live_key(cli):
+def test_a_store_filled_in_test_mode_refuses_a_live_key(cli_main):
     with server.start(account_named("acct_first").objects, api_key=KEY) as first:
-        assert cli(["sync"], {"STRIPE_API_KEY": KEY, "STRIPE_API_BASE": first.base_url}).returncode == 0
-    run = cli(["reconcile"], {"STRIPE_API_KEY": "sk_live_truth0000000000", "APP_DATABASE_URL": "sqlite://"})
+        assert cli_main(["sync"], {"STRIPE_API_KEY": KEY, "STRIPE_API_BASE": first.base_url}).returncode == 0
+    run = cli_main(
+        ["reconcile"], {"STRIPE_API_KEY": "sk_live_truth0000000000", "APP_DATABASE_URL": "sqlite://"}
+    )
     assert run.returncode == 2
     (line,) = run.stderr.strip().splitlines()
     assert "acct_first in test mode" in line and "live mode key" in line

@@ -23,11 +23,12 @@ from monitor.emulator.demo import (
     REDIS_ERROR,
 )
 from monitor.errors import AppDatabaseError, BadInput
-from monitor.rules.findings import KINDS, Finding, finding_id
+from monitor.rules.findings import KINDS, finding_id
 from monitor.rules.webhook_health import PAYMENT_EVENT_TYPES, delivery_countdowns
 from monitor.store import lifecycle
 from monitor.store.models import FindingRow, JobRun, now_utc
 from tests.services import free_port
+from tests.table_cast import finding
 
 COMPONENT_ORDER = ["redis:channels", "monitor_db", "app_db", "stripe_api", "webhook_endpoint", "scheduler"]
 INJECTIONS = [
@@ -636,11 +637,7 @@ def acknowledging_config(tmp_path: Path, engine: Engine) -> config.Config:
 
 
 def one_finding(engine: Engine) -> str:
-    f = Finding(
-        kind="paid_without_subscription",
-        key="paid_without_subscription:cs_test_ack",
-        payment_id="cs_test_ack",
-    )
+    f = finding("test_ack")
     with engine.begin() as conn:
         lifecycle.apply_findings(conn, [f], kinds=["paid_without_subscription"], now=now_utc())
     return f.id
@@ -679,7 +676,7 @@ def test_support_acknowledges_and_the_finding_stays_visible_with_its_note(empty_
     assert (summary["open"], summary["acknowledged"]) == (0, 1)
     assert [r.outcome for r in acknowledge_runs(empty_store)] == ["ok"]
     with empty_store.begin() as conn:  # the next reconcile still sees it: it stays acknowledged
-        again = Finding(kind="paid_without_subscription", key="paid_without_subscription:cs_test_ack")
+        again = finding("test_ack")
         lifecycle.apply_findings(conn, [again], kinds=["paid_without_subscription"], now=now_utc())
     assert views.find_findings(empty_store)[0].iloc[0]["status"] == "acknowledged"
 

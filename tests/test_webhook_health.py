@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from monitor.rules.reconcile import PAYMENT_COLUMNS
 from monitor.rules.timefmt import format_duration
 from monitor.rules.webhook_health import (
     EVENT_COLUMNS,
@@ -23,6 +22,8 @@ from monitor.rules.webhook_health import (
     normalize_url,
     webhook_findings,
 )
+from tests.stripe_cast import REDIS_ERROR
+from tests.table_cast import checkout, payments_frame
 
 NOW = datetime(2026, 11, 26, 13, 5, tzinfo=UTC)
 GRACE = timedelta(minutes=10)
@@ -30,7 +31,6 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 EXPECTED = "https://app.example-saas.com/stripe/webhook"
 STAGING = "https://staging.example-saas.com/stripe/webhook"
-REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 URL = re.compile(r"https?://[^\s\"'<>]+")
 
 
@@ -76,24 +76,6 @@ def logged(
     }
 
 
-def payment(name: str, **fields) -> dict:
-    return (
-        {c: None for c in PAYMENT_COLUMNS}
-        | {
-            "payment_id": f"cs_{name}",
-            "checkout_session_id": f"cs_{name}",
-            "payment_intent_id": f"pi_{name}",
-            "customer_id": f"cus_{name}",
-            "customer_email": f"{name}@example.com",
-            "amount": 14900,
-            "currency": "usd",
-            "created": NOW - 2 * HOUR,
-            "event_id": f"evt_{name}",
-        }
-        | fields
-    )
-
-
 def frame(rows: list[dict], columns) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(columns))
 
@@ -104,7 +86,7 @@ def run(events: list[dict], log: list[dict] | None = (), endpoints=None, payment
         frame(events, EVENT_COLUMNS),
         None if log is None else frame(list(log), LOG_COLUMNS),
         [endpoint()] if endpoints is None else endpoints,
-        frame(list(payments), PAYMENT_COLUMNS),
+        payments_frame(list(payments)),
         now=NOW,
         grace=GRACE,
         **options,
@@ -392,7 +374,7 @@ def test_missing_needs_an_enabled_endpoint_of_the_events_mode_that_receives_its_
 )
 def test_undelivered_hint_gives_the_countdowns_and_the_payment(livemode, countdown):
     evt = event("a", age=2 * HOUR + timedelta(minutes=3, seconds=20), pending_webhooks=1, livemode=livemode)
-    f = only(run([evt], [], payments=[payment("a")]), "webhook_undelivered")
+    f = only(run([evt], [], payments=[checkout("a")]), "webhook_undelivered")
     assert f.hint == (
         f"checkout.session.completed evt_a pending at 1 endpoint for 2 h 3 min; {countdown}; "
         "leaves the 30-day Events list in 29 d 21 h; payment cs_a: USD 149.00, a@example.com"
@@ -417,7 +399,7 @@ def test_undelivered_past_the_retry_window_says_stripe_stopped():
 
 def test_failed_hint_quotes_the_apps_error_word_for_word():
     log = [logged("a", "failed", at=timedelta(hours=2, minutes=7), error=REDIS_ERROR)]
-    f = only(run([event("a")], log, payments=[payment("a")]), "webhook_failed")
+    f = only(run([event("a")], log, payments=[checkout("a")]), "webhook_failed")
     assert f.hint == (
         f"checkout.session.completed evt_a; app log: failed at 10:58 UTC: “{REDIS_ERROR}”; "
         "payment cs_a: USD 149.00, a@example.com"
@@ -432,7 +414,7 @@ def test_failed_hint_counts_the_attempts():
 
 
 def test_missing_hint_names_where_stripe_delivers_and_the_expected_url():
-    f = only(run([event("a")], [], [endpoint(STAGING)], payments=[payment("a")]), "webhook_missing")
+    f = only(run([event("a")], [], [endpoint(STAGING)], payments=[checkout("a")]), "webhook_missing")
     assert f.severity == "warning"
     assert f.hint == (
         "checkout.session.completed evt_a of 11:05 UTC is delivered according to Stripe, but the app's webhook "
@@ -445,15 +427,15 @@ def test_missing_hint_names_where_stripe_delivers_and_the_expected_url():
 @pytest.mark.parametrize(
     ("evt", "pay", "payment_id"),
     [
-        (event("a", object_id="cs_a"), payment("a", event_id=None), "cs_a"),
+        (event("a", object_id="cs_a"), checkout("a", event_id=None), "cs_a"),
         (
             event("a", object_id="in_a", type="invoice.paid"),
-            payment("a", payment_id="in_a", invoice_id="in_a", event_id=None),
+            checkout("a", payment_id="in_a", invoice_id="in_a", event_id=None),
             "in_a",
         ),
-        (event("a", object_id="pi_a", type="payment_intent.succeeded"), payment("a", event_id=None), "cs_a"),
-        (event("a", object_id="ch_a", type="charge.refunded"), payment("a"), "cs_a"),
-        (event("a", object_id="ch_a", type="charge.refunded"), payment("a", event_id=None), None),
+        (event("a", object_id="pi_a", type="payment_intent.succeeded"), checkout("a", event_id=None), "cs_a"),
+        (event("a", object_id="ch_a", type="charge.refunded"), checkout("a"), "cs_a"),
+        (event("a", object_id="ch_a", type="charge.refunded"), checkout("a", event_id=None), None),
     ],
     ids=["by_session", "by_invoice", "by_intent", "by_event_id", "unknown"],
 )

@@ -32,7 +32,7 @@ from sqlalchemy import Engine
 
 from monitor import actions, pipeline, store
 from monitor.app_db import AppDatabase
-from monitor.config import EXTRA_SETTINGS, SETTINGS, Config, ConfigError, load
+from monitor.config import SETTINGS, Config, ConfigError, load
 from monitor.errors import MonitorError
 from monitor.repair import ACTIVATING_ROLES, role_of
 from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_alive
@@ -53,7 +53,7 @@ def _settings_key() -> tuple:
     """The settings as the environment and `monitor.toml` hold them: the cache key of the Config. Tests
     change the environment; an admin who removes someone from OPERATOR_ROLES in `monitor.toml` is obeyed
     at that person's next click, without a restart (the environment still wins over the file)."""
-    names = {s.name for s in SETTINGS} | EXTRA_SETTINGS | {"MONITOR_CONFIG"}
+    names = {s.name for s in SETTINGS} | {"MONITOR_CONFIG"}
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k in names))
     try:
         toml = hashlib.sha256(Path(os.environ.get("MONITOR_CONFIG", "monitor.toml")).read_bytes()).hexdigest()

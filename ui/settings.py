@@ -10,7 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from monitor.alerts import target_name
-from monitor.config import SETTINGS, Config, Setting, mask_url, mask_value
+from monitor.config import SETTINGS, Config, Setting
+from monitor.secrets import mask_url, mask_value
 
 
 def _value(cfg: Config, setting: Setting) -> str:

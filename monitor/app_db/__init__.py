@@ -23,9 +23,9 @@ from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from monitor.config import mask_url
 from monitor.errors import AppDatabaseError, MappingError
 from monitor.rules.reconcile import SUBSCRIPTION_COLUMNS  # the canonical columns a mapping returns
+from monitor.secrets import mask_url
 from monitor.store.db import make_engine, read_bulk, read_frame
 
 PRESETS = Path(__file__).with_name("presets")

@@ -38,9 +38,10 @@ import numpy as np
 import pandas as pd
 
 from monitor.rules.findings import WEBHOOK_KINDS, Finding
+from monitor.rules.matching import joint_codes as _joint_codes
+from monitor.rules.matching import plain as _plain
 from monitor.rules.money import format_money
 from monitor.rules.outages import format_time, to_utc
-from monitor.rules.reconcile import _joint_codes, _plain
 from monitor.rules.timefmt import format_duration, quote
 
 REQUIRED_EVENT_TYPES: tuple[str, ...] = (

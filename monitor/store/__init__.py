@@ -21,8 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from monitor.config import mask_url
 from monitor.errors import StoreError
+from monitor.secrets import mask_url
 from monitor.store import payment_table
 from monitor.store.db import make_engine
 from monitor.store.models import (

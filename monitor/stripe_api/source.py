@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import orjson
 import stripe
 
-from monitor.config import mask_value
 from monitor.errors import StripeAuthError, StripePermissionError, StripeRequestError, StripeUnavailable
 from monitor.rules import completeness
+from monitor.secrets import mask_value
 from monitor.stripe_api.ratelimit import RateLimiter
 
 # The API version every request asks for; objects are parsed for this shape (monitor/store/rows.py).

@@ -14,7 +14,7 @@ import time
 
 import requests
 
-from monitor.config import mask_url
+from monitor.secrets import mask_url
 
 TIMEOUT = (3, 10)
 

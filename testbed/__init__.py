@@ -1,0 +1,1 @@
+"""Local services the tests and the benchmark start for themselves (PostgreSQL, Redis); not the product."""
