@@ -1,4 +1,4 @@
-"""The benchmark of issue 8: `make bench`, or `python -m benchmarks [options]`.
+"""The benchmark: `make bench`, or `python -m benchmarks [options]`.
 
 One run, one table, our way side by side with the naive way, one module per measurement:
 

@@ -25,7 +25,7 @@ log = logging.getLogger("jobs")
 class _Masking(logging.Filter):
     """No secret in the log, whoever logs it (our lines, APScheduler's, a library's such as apprise's
     while the alert URLs are checked), from the first line on: its secrets are those of the settings as
-    given until they are parsed (issue 14), then the configuration's."""
+    given until they are parsed, then the configuration's."""
 
     def __init__(self, secrets: tuple[str, ...]):
         super().__init__()

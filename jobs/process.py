@@ -38,12 +38,13 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import update
 
-from monitor import alerts, scheduled, store
+from monitor import alerts, demo, scheduled, store
+from monitor.clock import now_exact, now_utc
 from monitor.config import Config
 from monitor.errors import MonitorError
 from monitor.secrets import mask_url, mask_value
 from monitor.store.leases import Lease
-from monitor.store.models import JobRun, now_utc
+from monitor.store.models import JobRun
 
 log = logging.getLogger("jobs")
 DAY_S = 24 * 3600
@@ -138,7 +139,7 @@ class JobsProcess:
             id="lease",
             name="lease",
             executor="lease",
-            next_run_time=datetime.now(UTC),
+            next_run_time=now_exact(),
             misfire_grace_time=max(1, int(renew_s)),
         )
         self.scheduler.add_listener(self._on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
@@ -172,7 +173,7 @@ class JobsProcess:
             _clock(self.lease.expires_at),
             self.renew_s,
         )
-        now = datetime.now(UTC)
+        now = now_exact()
         for spec in self.specs:
             self._modify(spec.id, next_run_time=now)
 
@@ -267,7 +268,7 @@ class JobsProcess:
 
     def describe(self) -> list[str]:
         c = self.config
-        if c.demo:
+        if demo.active(c):
             mode = "demo mode (no STRIPE_API_KEY): the built-in Stripe emulator with the demo scenario"
         else:
             mode = (
@@ -361,7 +362,7 @@ class JobsProcess:
                     )
                     .values(
                         outcome="failed",
-                        finished_at=datetime.now(UTC),
+                        finished_at=now_exact(),
                         error="abandoned: the jobs process was stopped while this run was going; what it "
                         "saved stays saved, and the next run continues from there",
                         counts=json.dumps({"process": scheduled.PROCESS, "abandoned": True}),

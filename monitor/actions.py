@@ -1,6 +1,6 @@
 """The dashboard's actions, one function per button, each checking the operator's role itself at every
-call (issue 7: never only by hiding a button). Activation is monitor.repair.activate itself (dry_run=True
-for the dialog's plan, then for real): it checks the role and keeps its own ledger.
+call, never only by hiding a button. Activation is monitor.repair.activate itself (dry_run=True for the
+dialog's plan, then for real): it checks the role and keeps its own ledger.
 
 Acknowledgements, CSV exports and the runs asked for from the dashboard ("Run checks now", "Reconcile
 now") are recorded as job_runs rows (jobs "action:acknowledge", "action:export", "action:run-checks" and
@@ -18,18 +18,18 @@ from collections.abc import Callable, Iterator
 from sqlalchemy import Engine, select, update
 
 from monitor import pipeline, store
+from monitor.clock import now_utc
 from monitor.config import ROLES, Config
 from monitor.errors import BadInput, MonitorError
 from monitor.repair import ACTIVATING_ROLES, role_of
 from monitor.store.lifecycle import ACKNOWLEDGED, OPEN
-from monitor.store.models import FindingRow, now_utc
+from monitor.store.models import FindingRow
 
-# Who may do what (issue 7 "Roles"): viewer reads, finance also exports, support also activates,
-# acknowledges and runs the checks, admin everything. Activation's own list is
-# monitor.repair.ACTIVATING_ROLES. Running the checks (issue 14 point 9) is the operators' who act on what
-# they find: a full sync spends the Stripe rate limit that the scheduler's sync and every activation's live
-# re-check share, and a reconcile moves findings through their lifecycle. Viewers and finance read what the
-# scheduler keeps fresh.
+# Who may do what: viewer reads, finance also exports, support also activates, acknowledges and runs the
+# checks, admin everything. Activation's own list is monitor.repair.ACTIVATING_ROLES. Running the checks is
+# the operators' who act on what they find: a full sync spends the Stripe rate limit that the scheduler's sync
+# and every activation's live re-check share, and a reconcile moves findings through their lifecycle. Viewers
+# and finance read what the scheduler keeps fresh.
 VIEWING_ROLES = ROLES
 EXPORTING_ROLES = ("finance", *ACTIVATING_ROLES)
 ACKNOWLEDGING_ROLES = ACTIVATING_ROLES

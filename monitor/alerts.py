@@ -20,7 +20,7 @@ A claimed alert whose delivery failed is not retried: the row shows it, and the 
 No secret in an alert: every text passes through `Config.mask`, and targets are shown in apprise's privacy
 form without their query string.
 
-Customer- and Stripe-supplied text (e-mails, ids, hints, error texts) is data, never markup (issue 14): an
+Customer- and Stripe-supplied text (e-mails, ids, hints, error texts) is data, never markup: an
 alert is built as `Text`, the monitor's words and `Data` fields apart. When it is sent, each field is made one
 line, capped and escaped for the target's markup (monitor.rules.alert_text, chosen by the URL's scheme:
 `markup_for`); the body goes to apprise as plain text (`NotifyFormat.TEXT`), so apprise escapes it for HTML
@@ -43,6 +43,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from monitor import store
+from monitor.clock import now_exact
 from monitor.config import Config, ConfigError
 from monitor.rules.alert_text import (
     HINT_CAP,
@@ -61,7 +62,7 @@ from monitor.rules.alert_text import (
 from monitor.rules.findings import CRITICAL, KINDS
 from monitor.rules.money import format_money
 from monitor.rules.outages import DOWN, Outage, format_time, outage_windows
-from monitor.rules.timefmt import format_duration
+from monitor.rules.timefmt import format_duration, iso
 from monitor.secrets import mask_secrets
 from monitor.store import lifecycle
 from monitor.store.models import AlertDelivery, AlertSent, FindingRow, ProbeResultRow
@@ -158,7 +159,7 @@ def due_alerts(conn: Connection, config: Config, *, now: datetime) -> list[Alert
     claimed = set(conn.execute(select(AlertSent.key)).scalars())
     due: list[Alert] = []
     for f in lifecycle.current_findings(conn, statuses=(lifecycle.OPEN,)):
-        if f["severity"] == CRITICAL and f"{FINDING}:{f['id']}" not in claimed:
+        if f.severity == CRITICAL and f"{FINDING}:{f.id}" not in claimed:
             due.append(finding_alert(f, config))
 
     unrecovered = [
@@ -197,10 +198,8 @@ def _first_up_after(conn: Connection, component: str, start: datetime) -> tuple[
 # --- what an alert says -----------------------------------------------------------------------
 
 
-def _money(f: dict) -> str:
-    return (
-        format_money(f["amount"], f["currency"]) if f.get("amount") is not None and f.get("currency") else ""
-    )
+def _money(f: lifecycle.StoredFinding) -> str:
+    return format_money(f.amount, f.currency) if f.amount is not None and f.currency else ""
 
 
 def _masked(config: Config, parts: list) -> Text:
@@ -212,42 +211,40 @@ def _lines(lines: list[list]) -> list:
     return [part for i, line in enumerate(lines) for part in ([] if i == 0 else ["\n"]) + line]
 
 
-def finding_alert(f: dict, config: Config) -> Alert:
+def finding_alert(f: lifecycle.StoredFinding, config: Config) -> Alert:
     """'CRITICAL: paid_without_subscription dana@… USD 149.00': what broke, for whom, how much, and why."""
-    who = f.get("customer_email") or f.get("customer_id") or ""
+    who = f.customer_email or f.customer_id or ""
     money = _money(f)
-    head: list = [f["kind"]]
+    head: list = [f.kind]
     head += [" ", Data(who, NAME_CAP)] if who else []
     head += [" ", Data(money, NAME_CAP)] if money else []
-    lines: list[list] = [[f"{f['kind']} (critical): {KINDS[f['kind']][1]}."]]
+    lines: list[list] = [[f"{f.kind} (critical): {KINDS[f.kind][1]}."]]
     if who:
-        customer = f.get("customer_id")
-        extra = [" (", Data(customer, NAME_CAP), ")"] if customer and customer != who else []
+        extra = [" (", Data(f.customer_id, NAME_CAP), ")"] if f.customer_id and f.customer_id != who else []
         lines.append(["Customer: ", Data(who, NAME_CAP), *extra])
     if money:
         lines.append(["Amount: ", Data(money, NAME_CAP)])
-    if f.get("payment_id"):
-        pi = f.get("payment_intent_id")
-        extra = [" / ", Data(pi, NAME_CAP)] if pi else []
-        lines.append(["Payment: ", Data(f["payment_id"], NAME_CAP), *extra])
-    if f.get("subscription_ids"):
-        lines.append(["Subscription rows: ", Data(", ".join(str(s) for s in f["subscription_ids"]))])
-    if f.get("event_id"):
-        lines.append(["Stripe event: ", Data(f["event_id"], NAME_CAP)])
-    if f.get("hint"):
-        lines.append(["Root cause: ", Data(f["hint"], HINT_CAP)])
-    if f["kind"] in REPAIRABLE and f.get("payment_id"):
+    if f.payment_id:
+        extra = [" / ", Data(f.payment_intent_id, NAME_CAP)] if f.payment_intent_id else []
+        lines.append(["Payment: ", Data(f.payment_id, NAME_CAP), *extra])
+    if f.subscription_ids:
+        lines.append(["Subscription rows: ", Data(", ".join(str(s) for s in f.subscription_ids))])
+    if f.event_id:
+        lines.append(["Stripe event: ", Data(f.event_id, NAME_CAP)])
+    if f.hint:
+        lines.append(["Root cause: ", Data(f.hint, HINT_CAP)])
+    if f.kind in REPAIRABLE and f.payment_id:
         lines.append(
             [
                 "Fix: Activate on the dashboard's customer page, or `python -m monitor repair ",
-                Data(f["payment_id"], NAME_CAP),
+                Data(f.payment_id, NAME_CAP),
                 " --operator YOU --dry-run` first.",
             ]
         )
-    lines.append([f"Finding {f['id']}, first seen {f.get('first_seen') or '?'}."])
-    summary = head + ([": ", Data(_first_sentence(f["hint"]))] if f.get("hint") else [])
+    lines.append([f"Finding {f.id}, first seen {iso(f.first_seen) or '?'}."])
+    summary = head + ([": ", Data(_first_sentence(f.hint))] if f.hint else [])
     return Alert(
-        key=f"{FINDING}:{f['id']}",
+        key=f"{FINDING}:{f.id}",
         kind=FINDING,
         title=_masked(config, ["CRITICAL: ", *head]),
         message=_masked(config, _lines(lines)),
@@ -353,7 +350,7 @@ def claim(engine: Engine, alert: Alert, *, now: datetime) -> bool:
 def send_due_alerts(config: Config, engine: Engine, *, now: datetime | None = None) -> dict:
     """Claim and send every alert that is due (see the module docstring). Returns counts for the job run:
     alerts due, messages, and deliveries by status."""
-    now = now or datetime.now(UTC)
+    now = now or now_exact()
     with _evaluation:
         with engine.begin() as conn:
             release_resolved(conn)

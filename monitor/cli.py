@@ -11,12 +11,44 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
 from monitor import config as config_module
+from monitor import demo
 from monitor.errors import MonitorError
-from monitor.terminal import printable, printable_json
+
+# --- data made safe to print on a terminal ----------------------------------------------------------
+# E-mails, hints and Stripe's messages come from the app's database and from Stripe, that is, from
+# customers. A control character among them would be obeyed by the terminal: ESC starts a sequence that
+# recolours the screen, moves the cursor or sets the window title, CR rewrites the line. Each is shown
+# escaped instead, `\x1b` style, so the text reads as it is stored and nothing moves the cursor.
+
+# Unicode's line separators and the controls that reorder text (bidi, "Trojan Source"): shown as \uXXXX.
+_REORDERING = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# C0 (tab and newline too: both move the cursor), DEL and C1 (U+009B is a one-character ESC [).
+_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f{_REORDERING}]")
+# What json.dumps(ensure_ascii=False) leaves raw: it escapes C0 itself, and its own newlines are layout.
+_UNSAFE_IN_JSON = re.compile(f"[\x7f-\x9f{_REORDERING}]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """`text` with every control character shown escaped (`\\x1b`, `\\x0d`, `\\u202e`)."""
+    return _UNSAFE.sub(_escaped, str(text))
+
+
+def printable_json(text: str) -> str:
+    """JSON text from json.dumps with the characters it leaves raw escaped as `\\u…`: the same JSON."""
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+# --- the commands ----------------------------------------------------------------------------------
 
 
 def _say(text: str, cfg=None, file=None) -> None:
@@ -63,7 +95,7 @@ def _print_synced(cfg, result, progress) -> None:
     if progress:
         sys.stderr.write("\r\033[K")
     parts = ", ".join(f"{name} {n:,}" for name, n in result.objects.items())
-    mode = " (demo: the built-in Stripe emulator)" if cfg.demo else ""
+    mode = " (demo: the built-in Stripe emulator)" if demo.active(cfg) else ""
     _say(
         f"synced {result.total:,} objects in {result.requests:,} requests, {result.seconds:.1f} s{mode}: {parts}"
     )
@@ -89,15 +121,15 @@ def cmd_reconcile(args, cfg) -> int:
         _say(f"  {line}", cfg)
     for f in report.findings:
         # Each field escaped before it is padded, so the columns stay aligned.
-        what = printable(f["payment_id"] or ", ".join(f"row {i}" for i in f["subscription_ids"]) or "")
-        email = printable(f.get("customer_email") or "")
+        what = printable(f.payment_id or ", ".join(f"row {i}" for i in f.subscription_ids) or "")
+        email = printable(f.customer_email or "")
         _say(
-            f"  {printable(f['severity']).upper():8} {printable(f['kind']):26} {what:28} {email:30} "
-            f"{_money(f.get('amount'), f.get('currency')):>12}  [{f['status']}]",
+            f"  {printable(f.severity).upper():8} {printable(f.kind):26} {what:28} {email:30} "
+            f"{_money(f.amount, f.currency):>12}  [{f.status}]",
             cfg,
         )
-        if f.get("hint"):
-            _say(f"           {f['hint']}", cfg)
+        if f.hint:
+            _say(f"           {f.hint}", cfg)
     return 0
 
 
@@ -153,15 +185,7 @@ def cmd_repair(args, cfg) -> int:
     result = repair.activate(
         cfg, args.payment_id, args.operator, strategy=args.strategy, dry_run=args.dry_run
     )
-    label = {
-        "activated": "ACTIVATED",
-        "created": "CREATED",
-        "already_active": "ALREADY ACTIVE",
-        "planned": "DRY RUN",
-        "refused": "REFUSED",
-        "failed": "FAILED",
-        "in_progress": "IN PROGRESS",
-    }[result.outcome]
+    label = repair.OUTCOMES[result.outcome].label
     _say(f"{label}: {result.payment_id}: {result.reason}", cfg)
     if result.plan and result.plan.get("row"):
         _say(f"  {result.plan['action']}: " + json.dumps(result.plan["row"], default=str), cfg)
@@ -215,13 +239,12 @@ def cmd_emulator(args, _cfg) -> int:
             raise config_module.ConfigError(f"--fixtures {args.fixtures}: {e}") from None
     scenario = args.scenario or ("empty" if args.fixtures else "demo")
     if scenario == "demo":
-        from monitor.emulator.demo import build_demo, ensure_demo_app_db
-
         url = os.environ.get("APP_DATABASE_URL") or config_module.DEMO_APP_DATABASE_URL
-        anchor = ensure_demo_app_db(url)
-        objects = build_demo(anchor).objects + objects
+        demo_scenario = demo.scenario_at(url)
+        objects = demo_scenario.objects + objects
         print(
-            f"demo scenario anchored at {anchor:%Y-%m-%d %H:%M} UTC; app database {config_module.mask_url(url)}"
+            f"demo scenario anchored at {demo_scenario.anchor:%Y-%m-%d %H:%M} UTC; "
+            f"app database {config_module.mask_url(url)}"
         )
     try:
         server.serve_forever(

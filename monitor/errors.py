@@ -21,9 +21,6 @@ class StripeError(MonitorError):
     error code (`resource_missing`, `rate_limit`, …) when it gave one, so callers read the structure,
     never the text."""
 
-    #: True when trying again later may succeed (network, 5xx, 429); False for a rejected key or request.
-    transient = True
-
     def __init__(self, message: str, *, http_status: int | None = None, code: str | None = None):
         super().__init__(message)
         self.http_status = http_status
@@ -32,8 +29,6 @@ class StripeError(MonitorError):
 
 class StripeAuthError(StripeError):
     """Stripe rejected the API key (401) or its permissions (403)."""
-
-    transient = False
 
 
 class StripePermissionError(StripeAuthError):
@@ -47,8 +42,6 @@ class StripePermissionError(StripeAuthError):
 
 class StripeRequestError(StripeError):
     """Stripe refused the request itself (400, 404)."""
-
-    transient = False
 
 
 class StripeUnavailable(StripeError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from monitor.rules.findings import KINDS
 from monitor.rules.money import minor_units_per_major
@@ -72,7 +72,3 @@ def registry_for(report) -> CollectorRegistry:
 def write_textfile(path: str | Path, report) -> None:
     """Write the metrics atomically (a temporary file renamed into place), as the textfile collector needs."""
     write_to_textfile(str(path), registry_for(report))
-
-
-def exposition(report) -> bytes:
-    return generate_latest(registry_for(report))

@@ -2,15 +2,13 @@
 
 In demo mode (no STRIPE_API_KEY) the Stripe emulator runs in-process with the demo scenario, the demo app
 database is created at APP_DATABASE_URL when it does not exist yet, and the store gets the demo's probe
-history once; nothing needs a network.
+history once; nothing needs a network. monitor.demo makes those decisions; this module only asks it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,9 +18,11 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from monitor import store
+from monitor import demo, store
 from monitor.app_db import AppDatabase, load_mapping
+from monitor.clock import now_utc
 from monitor.config import Config
 from monitor.errors import BadInput, MonitorError, StripeAuthError, StripeError
 from monitor.rules.completeness import snapshot_json, whole_kinds_held_back
@@ -31,10 +31,10 @@ from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_max_age
 from monitor.rules.outages import outage_windows
 from monitor.rules.reconcile import reconcile
 from monitor.rules.root_cause import explain
+from monitor.rules.timefmt import iso
 from monitor.rules.webhook_health import audit_endpoints, webhook_findings
 from monitor.store import lifecycle, snapshot
 from monitor.store.db import warm_bulk_reader
-from monitor.store.models import now_utc
 from monitor.stripe_api.ratelimit import RateLimiter
 from monitor.stripe_api.source import StripeSource
 from monitor.stripe_api.sync import Progress, SyncIncomplete, SyncResult, sync
@@ -43,68 +43,20 @@ HISTORY_DAYS = 35  # probe history read for root causes: a little more than Stri
 CHECK_DEADLINE_S = 4.0
 
 
-# --- demo mode --------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=2)
-def _demo(anchor: datetime):
-    from monitor.emulator.demo import build_demo
-
-    return build_demo(anchor)
-
-
-def demo_scenario(config: Config):
-    """The demo scenario for `config` (demo mode only); creates the demo app database if needed."""
-    from monitor.emulator.demo import ensure_demo_app_db
-
-    return _demo(ensure_demo_app_db(config.app_database_url))
-
-
-@contextlib.contextmanager
-def demo_emulator(config: Config) -> Iterator[tuple[str, str]]:
-    """The demo scenario served by an in-process emulator: yields (api key, base URL)."""
-    from monitor.emulator import server
-
-    key = "sk_test_demo_" + secrets.token_hex(8)
-    with server.start(demo_scenario(config).objects, api_key=key) as running:
-        yield key, running.base_url
+# --- the two outside sides -----------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def stripe_source(config: Config) -> Iterator[StripeSource]:
-    """The Stripe account of `config`, or in demo mode the demo scenario served by an in-process emulator."""
-    if not config.demo:
-        limiter = RateLimiter(config.stripe_rate_limit) if config.stripe_rate_limit else None
-        yield StripeSource(config.stripe_api_key, config.stripe_api_base, limiter=limiter)
-        return
-    with demo_emulator(config) as (key, base_url):
-        yield StripeSource(key, base_url)
-
-
-def ensure_demo_history(config: Config, engine: Engine) -> None:
-    """In demo mode, give the store the demo's probe history (the Redis outage of the incident) once."""
-    if not config.demo:
-        return
-    from monitor.emulator.demo_probes import demo_probe_history
-
-    demo = demo_scenario(config)
-    with engine.begin() as conn:
-        if not store.has_probe_history_before(conn, demo.anchor):
-            store.save_probe_results(conn, demo_probe_history(demo))
-
-
-def expected_webhook_url(config: Config) -> str | None:
-    """EXPECTED_WEBHOOK_URL, or in demo mode the demo's production URL."""
-    if config.expected_webhook_url or not config.demo:
-        return config.expected_webhook_url
-    from monitor.emulator.demo import DEMO_EXPECTED_WEBHOOK_URL
-
-    return DEMO_EXPECTED_WEBHOOK_URL
+    """The Stripe account of `config` (in demo mode, the scenario served by an in-process emulator)."""
+    with demo.stripe_endpoint(config) as stripe:
+        limiter = RateLimiter(stripe.rate_limit) if stripe.rate_limit else None
+        yield StripeSource(stripe.api_key, stripe.base_url, limiter=limiter)
 
 
 def open_app_database(config: Config) -> AppDatabase:
-    if config.demo:
-        demo_scenario(config)
+    """The app's database of `config` (in demo mode created first when it does not exist yet)."""
+    demo.prepare_app_database(config)
     return AppDatabase(config.app_database_url, load_mapping(config.app_schema))
 
 
@@ -129,7 +81,7 @@ def run_sync(
             run.counts = _sync_counts(e.result)
             raise
         run.counts = _sync_counts(result)
-    ensure_demo_history(config, engine)
+    demo.ensure_history(config, engine)
     return result
 
 
@@ -189,13 +141,13 @@ def check_mode(config: Config, engine: Engine) -> None:
 class Report:
     generated_at: datetime
     summary: dict
-    findings: list[dict]
+    findings: list[lifecycle.StoredFinding]
 
     def to_json(self) -> dict:
         return {
-            "generated_at": lifecycle.iso(self.generated_at),
+            "generated_at": iso(self.generated_at),
             "summary": self.summary,
-            "findings": self.findings,
+            "findings": [f.to_json() for f in self.findings],
         }
 
 
@@ -216,7 +168,7 @@ def run_reconcile(config: Config, engine: Engine, *, now: datetime | None = None
 
 
 def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) -> Report:
-    ensure_demo_history(config, engine)
+    demo.ensure_history(config, engine)
     check_mode(config, engine)
     grace = timedelta(minutes=config.grace_minutes)
     with store.RunRecorder(engine, "reconcile") as run:
@@ -254,7 +206,7 @@ def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) 
             payments,
             now=now,
             grace=grace,
-            expected_url=expected_webhook_url(config),
+            expected_url=demo.expected_webhook_url(config),
             livemode=config.livemode,
             ok_statuses=app.mapping.ok_statuses,
         )
@@ -279,7 +231,7 @@ def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) 
         run.counts["held_back"] = held.reasons  # what the pages' banner says was not judged
     summary = dict(result.summary)
     summary["open_by_kind"] = open_by_kind(current)
-    summary["snapshot"] = snapshot_json(state, held, iso=lifecycle.iso)
+    summary["snapshot"] = snapshot_json(state, held, iso=iso)
     return Report(generated_at=now, summary=summary, findings=current)
 
 
@@ -298,11 +250,11 @@ def read_both_sides(engine: Engine, app: AppDatabase) -> tuple[pd.DataFrame, pd.
         return stored.result(), subscriptions
 
 
-def open_by_kind(findings: list[dict]) -> dict[str, int]:
+def open_by_kind(findings: list[lifecycle.StoredFinding]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for f in findings:
-        if f["status"] == lifecycle.OPEN:
-            counts[f["kind"]] = counts.get(f["kind"], 0) + 1
+        if f.status == lifecycle.OPEN:
+            counts[f.kind] = counts.get(f.kind, 0) + 1
     return counts
 
 
@@ -366,7 +318,7 @@ def _store_state(config: Config, now: datetime) -> dict:
     """What `check` reads from the store: the scheduler's heartbeat, open findings, the last sync."""
     engine = store.open_store(config.monitor_database_url)
     try:
-        ensure_demo_history(config, engine)
+        demo.ensure_history(config, engine)
         with engine.connect() as conn:
             return {
                 "engine": engine,
@@ -390,15 +342,7 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
     # One deadline for everything: the store is read while the components are probed, never after.
     deadline = time.monotonic() + CHECK_DEADLINE_S
     reading = _Background(_store_state, config, now)
-    extra: dict[str, Callable] = {}
-    if config.demo:
-
-        def demo_stripe():
-            with demo_emulator(config) as (key, base_url):
-                result = probes.probe_stripe(key, base_url)
-            return dataclasses.replace(result, detail=f"{result.detail} (demo: the built-in emulator)")
-
-        extra["stripe_api"] = demo_stripe
+    extra = demo.check_probes(config)
     components = probes.run_probes(config, deadline_s=CHECK_DEADLINE_S - 0.5, extra=extra)
     notes: list[str] = []
     state: dict | None = None
@@ -424,7 +368,11 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
     if state is not None:
         current = state["findings"]
         findings = open_by_kind(current)
-        risk = amount_at_risk(f for f in current if f["status"] == lifecycle.OPEN)
+        risk = amount_at_risk(
+            {"kind": f.kind, "amount": f.amount, "currency": f.currency}
+            for f in current
+            if f.status == lifecycle.OPEN
+        )
         if state["last_sync"] is not None:
             last_sync_age = (now - state["last_sync"]).total_seconds()
         rows = [
@@ -437,8 +385,9 @@ def run_check(config: Config, *, now: datetime | None = None) -> CheckReport:
             }
             for c in components
         ]
-        # Kept for the history, within what is left of the deadline (a slow store must not delay the answer).
-        with contextlib.suppress(Exception):
+        # Kept for the history, within what is left of the deadline: a slow or failing store must not delay
+        # or change the answer, which already says what the probes found.
+        with contextlib.suppress(TimeoutError, SQLAlchemyError, MonitorError):
             _Background(_save_probe_results, state["engine"], rows).result(deadline - time.monotonic())
     return CheckReport(
         status=verdict(components, findings, store_read=state is not None),
@@ -464,10 +413,12 @@ def with_endpoint_audit(result, config: Config, endpoints: list[dict]):
     the wrong URL is the incident's cause, so it makes the component down whatever the URL answers."""
     if result.name != "webhook_endpoint":
         return result
-    audit = audit_endpoints(endpoints, expected_url=expected_webhook_url(config), livemode=config.livemode)
+    audit = audit_endpoints(
+        endpoints, expected_url=demo.expected_webhook_url(config), livemode=config.livemode
+    )
     if audit.configured and not audit.ok:
-        # In demo mode the expected URL is the demo's own and is never contacted: say only what is wrong.
-        probe = "" if config.demo else f"; {result.detail}"
+        # A probe that did not contact the URL has nothing to add: say only what is wrong.
+        probe = f"; {result.detail}" if demo.contacts_webhook_url(config) else ""
         return dataclasses.replace(result, status="down", detail="; ".join(audit.problems) + probe)
     if not audit.configured:
         return dataclasses.replace(result, detail=audit.summary)

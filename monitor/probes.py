@@ -28,8 +28,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from monitor import demo
+from monitor.clock import now_exact
 from monitor.config import Config
-from monitor.rules.timefmt import format_duration
+from monitor.rules.timefmt import format_duration, iso
 from monitor.secrets import mask_secrets, mask_url, url_secrets
 from monitor.stripe_api.source import StripeSource
 
@@ -57,12 +59,11 @@ class ProbeResult:
             "status": self.status,
             "detail": self.detail,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
-            "checked_at": self.checked_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "checked_at": iso(self.checked_at),
         }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+_now = now_exact
 
 
 def _one_line(text: object) -> str:
@@ -215,7 +216,7 @@ def _select_one(name: str, engine, secrets, first: Callable | None = None) -> Pr
     except SQLAlchemyError as e:
         orig = getattr(e, "orig", None)
         return _result(name, DOWN, str(orig if orig is not None else e), None, secrets)
-    except Exception as e:  # a driver error SQLAlchemy did not wrap (e.g. raised by a creator)
+    except Exception as e:  # noqa: BLE001 - a driver error SQLAlchemy did not wrap (e.g. from a creator)
         return _result(name, DOWN, f"{type(e).__name__}: {e}", None, secrets)
     finally:
         engine.dispose()
@@ -383,18 +384,10 @@ def run_probes(
         probes[f"redis:{redis_name}"] = _bind(probe_redis, redis_name, url)
     probes["monitor_db"] = _bind(probe_database, "monitor_db", config.monitor_database_url)
     probes["app_db"] = _bind(probe_database, "app_db", config.app_database_url)
-    if config.stripe_api_key is None:
-        probes["stripe_api"] = lambda: _result(
-            "stripe_api", UNKNOWN, "demo mode: no STRIPE_API_KEY, so no Stripe account is contacted", None
-        )
-    else:
-        probes["stripe_api"] = _bind(probe_stripe, config.stripe_api_key, config.stripe_api_base)
-    if config.stripe_api_key is None and config.expected_webhook_url is not None:
-        probes["webhook_endpoint"] = lambda: _result(
-            "webhook_endpoint", UNKNOWN, "demo mode: the expected URL is not contacted", None
-        )
-    else:
-        probes["webhook_endpoint"] = _bind(probe_webhook_url, config.expected_webhook_url)
+    probes["stripe_api"] = _bind(probe_stripe, config.stripe_api_key, config.stripe_api_base)
+    probes["webhook_endpoint"] = _bind(probe_webhook_url, config.expected_webhook_url)
+    for name, why in demo.unprobed(config).items():
+        probes[name] = _bind(_result, name, UNKNOWN, why, None)
     probes.update(extra or {})
 
     results: dict[str, ProbeResult] = {}
@@ -403,7 +396,7 @@ def run_probes(
     def run(name: str, probe: Callable[[], ProbeResult]) -> None:
         try:
             result = replace(probe(), name=name)
-        except Exception as e:  # a bug in a probe must not hide the other components
+        except Exception as e:  # noqa: BLE001 - a bug in one probe must not hide the other components
             result = _result(name, UNKNOWN, f"probe failed: {type(e).__name__}: {e}", None)
         with lock:
             results[name] = result

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, select
 
 from monitor import alerts, pipeline, store
+from monitor.clock import now_exact
 from monitor.config import Config
 from monitor.rules.heartbeat import SCHEDULED_JOBS
 from monitor.store import lifecycle
@@ -71,7 +72,7 @@ def retention_job(config: Config, engine: Engine, now: datetime | None = None) -
     """Delete what is older than RETENTION_DAYS: probe results, resolved findings, job runs, alert
     deliveries, and the claims of outages recovered before then. Open and acknowledged findings stay
     whatever their age. Returns how many rows of each went."""
-    now = now or datetime.now(UTC)
+    now = now or now_exact()
     cutoff = now - timedelta(days=config.retention_days)
     with store.RunRecorder(engine, RETENTION_JOB) as run:
         run.counts = {"process": PROCESS, "before": cutoff.isoformat()}

@@ -23,7 +23,7 @@ def mask_value(value: str) -> str:
 # --- secrets in URLs --------------------------------------------------------------------------------
 # One way to find the secret in a URL: ask the parser that will open it (redis-py for Redis, urllib for
 # http, as requests does for credentials, SQLAlchemy for everything else), because urllib alone reads
-# `postgresql://u:p#w@h/db` or `…@[bad/db` differently from SQLAlchemy, or not at all (issue 14). When the
+# `postgresql://u:p#w@h/db` or `…@[bad/db` differently from SQLAlchemy, or not at all. When the
 # parser cannot read the URL, or reads its userinfo differently from "everything between `://` and the
 # last `@`", that whole stretch is the secret.
 

@@ -111,63 +111,63 @@ if detail is None:
     st.warning(f"No finding with id {md_escape(chosen)}.")
     st.stop()
 
-f = detail["finding"]
-payment = detail.get("payment") or {}
+f = detail.finding
+payment = detail.payment or {}
 st.divider()
-st.header(md_escape(f["kind"].replace("_", " ").capitalize()), anchor=False)
+st.header(md_escape(f.kind.replace("_", " ").capitalize()), anchor=False)
 st.caption(
-    f"{md_escape(f.get('severity'))} · {md_escape(f.get('status'))} · finding {md_escape(f.get('id'))} · "
-    f"first seen {md_escape(utc(f.get('first_seen')))} · last seen {md_escape(utc(f.get('last_seen')))}"
+    f"{md_escape(f.severity)} · {md_escape(f.status)} · finding {md_escape(f.id)} · "
+    f"first seen {md_escape(utc(f.first_seen))} · last seen {md_escape(utc(f.last_seen))}"
 )
 m1, m2, m3 = st.columns(3)
-m1.metric("Amount", money(f.get("amount"), f.get("currency")) or "-")
+m1.metric("Amount", money(f.amount, f.currency) or "-")
 # A metric's value is Markdown (e-mails become links): Stripe's and the customer's text goes in st.text.
 with m2:
     st.caption("Customer")
-    st.text(short(f.get("customer_email") or payment.get("customer_email") or "-", 80))
+    st.text(short(f.customer_email or payment.get("customer_email") or "-", 80))
 with m3:
     st.caption("Payment")
-    st.text(short(f.get("payment_id") or "-", 80))
+    st.text(short(f.payment_id or "-", 80))
 
 st.markdown("**Why (root-cause hint)**")
-hint = one_line(f.get("hint"))
+hint = one_line(f.hint)
 st.warning(md_escape(hint, 1500), icon=":material/explore:")
 if len(hint) > 1500:
     with st.expander("The whole hint"):
         st.code(hint, language=None, wrap_lines=True)
-if f.get("ack_note"):
+if f.ack_note:
     st.info(
-        f"Acknowledged by {md_escape(f.get('ack_by'))}: {md_escape(f.get('ack_note'), 1000)}",
+        f"Acknowledged by {md_escape(f.ack_by)}: {md_escape(f.ack_note, 1000)}",
         icon=":material/chat:",
     )
 
-if detail.get("stripe_url"):
-    st.link_button("Open in Stripe's dashboard", detail["stripe_url"], icon=":material/open_in_new:")
+if detail.stripe_url:
+    st.link_button("Open in Stripe's dashboard", detail.stripe_url, icon=":material/open_in_new:")
 
 # --- actions -----------------------------------------------------------------------------------------
-if f.get("status") != "resolved":
+if f.status != "resolved":
     a1, a2 = st.columns([1, 3])
     with a1:
-        if f["kind"] in activate.ACTIVATABLE_KINDS and activate.can_activate(f.get("payment_id")):
-            activate.button(f["payment_id"], key=f"disc:activate:{f['id']}")
+        if f.kind in activate.ACTIVATABLE_KINDS and activate.can_activate(f.payment_id):
+            activate.button(f.payment_id, key=f"disc:activate:{f.id}")
         else:
             st.caption("Activate applies to paid payments without an active row.")
-    with a2, st.form(f"ack:{f['id']}", border=False):
+    with a2, st.form(f"ack:{f.id}", border=False):
         note = st.text_input(
             "Acknowledge with a note (alerts skip it; it stays visible)",
             max_chars=500,
             placeholder="e.g. refund agreed with the customer, ticket #123",
-            key=f"ack:note:{f['id']}",
+            key=f"ack:note:{f.id}",
         )
         ack = st.form_submit_button(
             "Acknowledge",
-            key=f"ack:submit:{f['id']}",
+            key=f"ack:submit:{f.id}",
             disabled=not who.may_acknowledge,
             help=None if who.may_acknowledge else who.why_not("acknowledge findings"),
         )
     if ack:
         try:
-            actions.acknowledge(context.engine(), cfg, f["id"], who.name or "", note.strip())
+            actions.acknowledge(context.engine(), cfg, f.id, who.name or "", note.strip())
         except MonitorError as e:
             st.error(md_escape(cfg.mask(str(e)), None))
         else:
@@ -201,7 +201,7 @@ with stripe_side:
         st.dataframe(p[p["value"] != ""], hide_index=True, width="stretch")
     else:
         st.caption("This finding is not about one payment.")
-    ev = detail.get("event")
+    ev = detail.event
     if ev:
         st.markdown("**Event and its delivery**")
         st.text(short(ev.get("delivery") or f"{ev.get('type') or 'event'} {ev.get('id')}", 300))
@@ -219,13 +219,13 @@ with stripe_side:
             },
             empty="No record: the app never logged this event.",
         )
-    if detail.get("stripe_object"):
+    if detail.stripe_object:
         with st.expander("Raw Stripe object"):
-            st.json(detail["stripe_object"], expanded=False)
+            st.json(detail.stripe_object, expanded=False)
 with app_side:
     st.subheader("App side")
-    if detail.get("app_error"):
-        st.error(f"The app's database could not be read: {md_escape(cfg.mask(detail['app_error']), 600)}")
+    if detail.app_error:
+        st.error(f"The app's database could not be read: {md_escape(cfg.mask(detail.app_error), 600)}")
     row_columns = {
         "id": st.column_config.NumberColumn("Row", format="%d", width="small"),
         "status": tables.text_col("Status", width="small"),
@@ -236,16 +236,16 @@ with app_side:
         "activated_at": tables.time_col("Activated (UTC)"),
         "current_period_end": tables.time_col("Period end (UTC)"),
     }
-    rows = pd.DataFrame(detail.get("rows") or [])
+    rows = pd.DataFrame(detail.rows)
     st.caption("Rows linked to this payment")
     tables.show(with_major(rows, "amount") if len(rows) else rows, row_columns, empty="No row links to it.")
-    candidates = pd.DataFrame(detail.get("candidate_rows") or [])
+    candidates = pd.DataFrame(detail.candidate_rows)
     if len(candidates):
         st.caption("Other rows of the same customer or e-mail (weak matches)")
         tables.show(with_major(candidates, "amount"), row_columns)
 
 st.subheader("Timeline")
-timeline = pd.DataFrame(detail.get("timeline") or [])
+timeline = pd.DataFrame(detail.timeline)
 tables.show(
     timeline,
     {
@@ -256,7 +256,7 @@ tables.show(
     },
     empty="Nothing recorded.",
 )
-outages = detail.get("outages") or []
+outages = detail.outages
 if outages:
     st.caption("Outages around the payment")
     tables.show(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from monitor.emulator.demo import INCIDENT_EMAIL
+from monitor import demo
 from monitor.errors import MonitorError
 from monitor.rules.findings import KINDS
 from ui import activate, context, data, tables
@@ -19,10 +19,11 @@ context.page(
 )
 db = context.key()
 cfg = context.config()
+sample = demo.sample_customer(cfg)
 
 
-def _try_demo_customer() -> None:
-    st.session_state["q"] = INCIDENT_EMAIL
+def _try_sample_customer() -> None:
+    st.session_state["q"] = sample
 
 
 # The first text input on the page (a browser test types into it): keep it first.
@@ -36,8 +37,8 @@ query = st.text_input(
 query = (query or "").strip()
 if not query:
     st.caption("Type what the ticket gives you and press Enter. E-mails match in any case.")
-    if cfg.demo:
-        st.button("Try the demo's USD 149 customer", on_click=_try_demo_customer, icon=":material/person:")
+    if sample is not None:
+        st.button("Try the demo's USD 149 customer", on_click=_try_sample_customer, icon=":material/person:")
     st.stop()
 
 try:
@@ -77,30 +78,26 @@ m[3].metric("Open findings", len(view.findings))
 # --- what needs doing --------------------------------------------------------------------------------
 status_of = dict(zip(payments["payment_id"], payments["status_in_app"], strict=True)) if len(payments) else {}
 needs = [
-    f
-    for f in view.findings
-    if f["kind"] in activate.ACTIVATABLE_KINDS and activate.can_activate(f.get("payment_id"))
+    f for f in view.findings if f.kind in activate.ACTIVATABLE_KINDS and activate.can_activate(f.payment_id)
 ]
 if needs:
     st.subheader("Needs action")
 for f in needs:
     with st.container(border=True):
         left, right = st.columns([5, 1], vertical_alignment="center")
-        in_app = str(status_of.get(f["payment_id"], "no row"))
+        in_app = str(status_of.get(f.payment_id, "no row"))
         with left:
             st.markdown(
-                f":red[:material/error:] **{md_escape(money(f.get('amount'), f.get('currency')))}** paid "
-                f"{md_escape(utc(f.get('occurred_at')))}: {md_escape(KINDS[f['kind']][1])}"
+                f":red[:material/error:] **{md_escape(money(f.amount, f.currency))}** paid "
+                f"{md_escape(utc(f.occurred_at))}: {md_escape(KINDS[f.kind][1])}"
             )
-            st.caption(
-                f"{md_escape(f['kind'])} · {md_code(f['payment_id'])} · in the app now: {md_escape(in_app)}"
-            )
-            st.text(short(f.get("hint"), 600))
+            st.caption(f"{md_escape(f.kind)} · {md_code(f.payment_id)} · in the app now: {md_escape(in_app)}")
+            st.text(short(f.hint, 600))
         with right:
             if in_app.startswith("active"):
                 st.success("Active now; the finding resolves at the next reconcile.")
             else:
-                activate.button(f["payment_id"], key=f"lookup:activate:{f['payment_id']}")
+                activate.button(f.payment_id, key=f"lookup:activate:{f.payment_id}")
 activate.render()
 
 # --- everything about them -------------------------------------------------------------------------

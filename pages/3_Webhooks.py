@@ -17,7 +17,7 @@ context.page(
 )
 db = context.key()
 overview = data.webhook_overview(db)
-audit = overview["audit"]
+audit = overview.audit
 
 # --- the endpoint audit ------------------------------------------------------------------------------
 st.subheader("Endpoint audit")
@@ -70,13 +70,13 @@ def _left(value) -> str:
 
 
 # --- events in trouble -------------------------------------------------------------------------------
-undelivered = overview["undelivered"]
-failed = overview["failed"]
-missing = overview["missing"]
-counts = overview.get("counts") or {}
-if overview.get("app_error"):
+undelivered = overview.undelivered
+failed = overview.failed
+missing = overview.missing
+counts = overview.counts
+if overview.app_error:
     st.error(
-        f"The app's webhook log could not be read: {md_escape(context.config().mask(overview['app_error']), 600)}"
+        f"The app's webhook log could not be read: {md_escape(context.config().mask(overview.app_error), 600)}"
     )
 m = st.columns(3)
 m[0].metric(
@@ -154,7 +154,7 @@ tables.show(
 
 # --- delivery over time ------------------------------------------------------------------------------
 st.subheader("Delivery over the last 30 days")
-daily = overview["daily"]
+daily = overview.daily
 if daily is None or daily.empty:
     st.caption("No events in the last 30 days.")
 else:

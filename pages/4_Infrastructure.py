@@ -7,8 +7,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from monitor.clock import now_utc
 from monitor.rules.timefmt import format_duration
-from monitor.store.models import now_utc
 from ui import context, data, settings, status, tables
 
 PERIODS = {"24 hours": 1, "7 days": 7, "30 days": 30}

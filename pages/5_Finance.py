@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from monitor.store.models import now_utc
+from monitor.clock import now_utc
 from ui import context, data, tables
 from ui.text import md_escape, money, with_major
 

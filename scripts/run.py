@@ -3,8 +3,7 @@
 Demo mode (no STRIPE_API_KEY): one sync first, so the demo (the built-in Stripe emulator's scenario and the
 demo app database) exists and the dashboard has data at once; then the jobs process (`python -m jobs`,
 which starts the emulator in-process for each sync) and the dashboard. With a real STRIPE_API_KEY: the
-jobs process (its first sync starts at once) and the dashboard. Until `dashboard.py` exists, the findings
-are printed once instead (`python -m monitor reconcile`).
+jobs process (its first sync starts at once) and the dashboard.
 
 Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a timeout) and exits 0; a child that
 dies on its own stops the others and its exit status is ours.
@@ -45,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(ROOT))
     from monitor import config as config_module
+    from monitor import demo
 
     try:
         cfg = config_module.load()
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     python = sys.executable
-    if cfg.demo:
+    if demo.active(cfg):
         print(
             "demo mode (no STRIPE_API_KEY): the built-in Stripe emulator serves the demo scenario, "
             f"the demo app database is {config_module.mask_url(cfg.app_database_url)}",
@@ -83,24 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    if (ROOT / "dashboard.py").exists():
-        dashboard = subprocess.Popen(
-            [
-                python, "-m", "streamlit", "run", "dashboard.py",
-                "--server.headless", "true",
-                "--server.port", str(args.port),
-                "--server.address", "127.0.0.1",
-                "--browser.gatherUsageStats", "false",
-            ],
-            cwd=ROOT,
-        )  # fmt: skip
-        children.append(("the dashboard", dashboard))
-        shown = " (the demo scenario)" if cfg.demo else ""
-        print(f"dashboard{shown}: http://127.0.0.1:{args.port}   Ctrl-C stops everything", flush=True)
-    else:
-        if cfg.demo:
-            subprocess.run([python, "-m", "monitor", "reconcile"], cwd=ROOT, check=False)
-        print("the dashboard is not built yet; the jobs process keeps running: Ctrl-C stops it", flush=True)
+    dashboard = subprocess.Popen(
+        [
+            python, "-m", "streamlit", "run", "dashboard.py",
+            "--server.headless", "true",
+            "--server.port", str(args.port),
+            "--server.address", "127.0.0.1",
+            "--browser.gatherUsageStats", "false",
+        ],
+        cwd=ROOT,
+    )  # fmt: skip
+    children.append(("the dashboard", dashboard))
+    shown = " (the demo scenario)" if demo.active(cfg) else ""
+    print(f"dashboard{shown}: http://127.0.0.1:{args.port}   Ctrl-C stops everything", flush=True)
 
     status = 0
     while stop["signal"] is None:

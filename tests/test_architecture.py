@@ -14,13 +14,14 @@ FOLDERS = sorted(p.name for p in MONITOR.iterdir() if p.is_dir() and (p / "__ini
 
 # The layers of monitor/ each folder may import (besides itself). Top-level modules (config, errors, cli,
 # pipeline, …) are the entry points' and may import any folder; folders never import them, but for
-# `config`, `errors` and `secrets` (masking), which every layer needs.
+# `config`, `errors`, `secrets` (masking) and `clock` (now), which every layer needs; the pure rules are
+# given `now` and import none of them.
 ALLOWED = {
     "rules": set(),
-    "store": {"rules", "config", "errors", "secrets"},
-    "stripe_api": {"store", "rules", "config", "errors", "secrets"},
-    "app_db": {"store", "rules", "config", "errors", "secrets"},
-    "views": {"store", "app_db", "rules", "config", "errors", "secrets"},
+    "store": {"clock", "rules", "config", "errors", "secrets"},
+    "stripe_api": {"clock", "store", "rules", "config", "errors", "secrets"},
+    "app_db": {"clock", "store", "rules", "config", "errors", "secrets"},
+    "views": {"clock", "store", "app_db", "rules", "config", "errors", "secrets"},
     "emulator": {"app_db", "rules"},
 }
 # What the pure rules may not import: no database, network, clock, Stripe or UI.

@@ -216,6 +216,17 @@ def test_discrepancies_lists_findings_and_filters_them_in_sql(demo, use):
     assert set(table["customer_email"]) == {INCIDENT_EMAIL}
 
 
+def test_two_stores_served_by_one_process_do_not_share_their_cached_findings(demo, own_copy, use):
+    with sqlite3.connect(own_copy / "monitor.db") as conn:
+        conn.execute("UPDATE findings SET status = 'resolved', resolved_at = last_seen")
+    use(demo)
+    assert "No finding matches these filters." not in all_text(open_page(PAGES[0]))
+    use(own_copy)  # the same filters and page, within the cache's TTL: only the databases differ
+    at = open_page(PAGES[0])
+    no_exception(at)
+    assert "No finding matches these filters." in all_text(at)
+
+
 def test_a_finding_shows_both_sides_its_hint_and_activate(demo, use):
     use(demo)
     con = sqlite3.connect(demo / "monitor.db")

@@ -16,15 +16,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from monitor.emulator import shapes
-from monitor.emulator.demo import (
-    DEMO_EXPECTED_WEBHOOK_URL,
-    DEMO_STAGING_WEBHOOK_URL,
-    ENABLED_EVENTS,
-    INCIDENT_EMAIL,
-    Demo,
-    build_demo,
-    ensure_demo_app_db,
-)
+from monitor.emulator.demo import ENABLED_EVENTS, Demo, build_demo, ensure_demo_app_db
+from monitor.emulator.demo_names import DEMO_EXPECTED_WEBHOOK_URL, DEMO_STAGING_WEBHOOK_URL, INCIDENT_EMAIL
 from monitor.errors import AppDatabaseError
 from monitor.rules.findings import KINDS
 from tests.stripe_cast import REDIS_ERROR

@@ -17,9 +17,11 @@ from sqlalchemy import func, insert, select
 
 from monitor import config, scheduled, store
 from monitor.emulator import server
-from monitor.emulator.demo import INCIDENT_EMAIL, build_demo, ensure_demo_app_db
+from monitor.emulator.demo import build_demo, ensure_demo_app_db
+from monitor.emulator.demo_names import INCIDENT_EMAIL
 from monitor.errors import StripeError
 from monitor.rules.findings import PAYMENT_KINDS
+from monitor.rules.timefmt import iso
 from monitor.store import lifecycle
 from monitor.store.models import AlertDelivery, FindingRow, JobRun, Lease, ProbeResultRow
 from tests.jobs_process import QUIET, JobsChild, job_runs, wait_until
@@ -62,9 +64,9 @@ def test_a_sync_job_records_its_run_the_sync_and_the_reconcile_and_opens_the_fin
     (incident,) = [
         f
         for f in report.findings
-        if f["kind"] == "paid_without_subscription" and f["customer_email"] == INCIDENT_EMAIL
+        if f.kind == "paid_without_subscription" and f.customer_email == INCIDENT_EMAIL
     ]
-    assert incident["amount"] == 14900 and incident["first_seen"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert incident.amount == 14900 and iso(incident.first_seen) == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert [r.job for r in runs(engine)] == ["jobs:sync", "sync", "reconcile"]
     job = runs(engine, "jobs:sync")[0]
     assert job.outcome == "ok" and job.error is None and job.finished_at >= job.started_at

@@ -1,4 +1,4 @@
-"""Activation repair (DESIGN.md "Activation repair"), with the real stripe SDK over HTTP to the emulator and
+"""Activation repair, with the real stripe SDK over HTTP to the emulator and
 real SQLite and PostgreSQL app databases: exactly once under 104 concurrent callers (and a naive
 check-then-insert caught by the same harness), a race with the app's own insert, every refusal recorded
 and harmless, the outcomes and the ledger, roles, the webhook strategy against a receiver that verifies
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import http.server
 import json
 import multiprocessing
 import os
@@ -23,10 +24,10 @@ from sqlalchemy import Engine, create_engine, text
 
 from monitor import config, repair, store, views
 from monitor.app_db import AppDatabase, load_mapping
+from monitor.clock import now_utc
 from monitor.emulator import server
 from monitor.rules.reconcile import reconcile
 from monitor.store import snapshot
-from monitor.store.models import now_utc
 from monitor.stripe_api.payment_state import PaymentState, fetch_payment_state
 from monitor.stripe_api.source import StripeSource
 from monitor.stripe_api.sync import sync
@@ -202,7 +203,7 @@ def _released(barrier, racer, opened) -> str:
 def _race_in_child(racer, barrier, answers) -> None:
     try:
         opened = racer.open()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - the parent waits on the barrier: say why and let it go on
         barrier.abort()
         answers.put(f"error: {type(e).__name__}: {e}")
         return
@@ -373,6 +374,68 @@ def test_a_refusal_is_recorded_with_its_reason_and_changes_nothing(stage, app_ur
         SUPPORT,
         "support",
     )
+
+
+@contextlib.contextmanager
+def stripe_answering(status: int, error: dict):
+    """A Stripe that answers every request with `status` and Stripe's error envelope around `error`: the
+    HTTP seam, for answers the emulator never gives. Yields its base URL."""
+    body = json.dumps({"error": error}).encode()
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        finally:
+            httpd.shutdown()
+            thread.join()
+
+
+@pytest.mark.parametrize(
+    "status, error, why",
+    [
+        (  # Stripe's status and code say "no such object", whatever the words (here not Stripe's usual)
+            404,
+            {"type": "invalid_request_error", "code": "resource_missing", "param": "id", "message": "Gone"},
+            "unknown payment id: Stripe has no checkout_session cs_test_GoneFromStripe",
+        ),
+        (  # words that read like a missing object, but Stripe's status and code say otherwise
+            400,
+            {
+                "type": "invalid_request_error",
+                "code": "parameter_unknown",
+                "message": "No such parameter (404)",
+            },
+            "Stripe refused to show cs_test_GoneFromStripe: ",
+        ),
+    ],
+    ids=["404_resource_missing", "400_worded_like_a_404"],
+)
+def test_a_missing_payment_is_refused_by_stripes_status_and_code_not_by_its_wording(
+    stage, app_url, status, error, why
+):
+    scene = stage(Account(NOW))
+    with stripe_answering(status, error) as url:
+        result = scene.activate(
+            "cs_test_GoneFromStripe", source=lambda cfg: contextlib.nullcontext(StripeSource(KEY, url))
+        )
+    assert (result.outcome, result.exit_status) == ("refused", 1)
+    assert result.reason.startswith(why), result.reason
+    assert subscriptions(app_url) == []
+    [entry] = scene.ledger("cs_test_GoneFromStripe")
+    assert (entry.outcome, entry.reason) == ("refused", result.reason)
 
 
 # --- outcomes, dry run and the ledger ------------------------------------------------------------------
@@ -715,7 +778,7 @@ def test_racing_repairs_leave_no_app_connection_open_once_the_app_database_is_di
         gc.collect()
 
 
-# --- one payment, whichever of its ids: cs_, in_ or pi_ (issue 14, item 5) ------------------------------
+# --- one payment, whichever of its ids: cs_, in_ or pi_ --------------------------------------------------
 
 
 def slow_inserts(app_url: str, seconds: float = 0.5) -> None:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from monitor.terminal import printable, printable_json
+from monitor.cli import printable, printable_json
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,9 @@ import pytest
 from sqlalchemy import Engine, func, insert, select, text
 
 from monitor import actions, config, pipeline, repair, store, views
+from monitor import demo as monitor_demo
 from monitor.app_db import AppDatabase, load_mapping
+from monitor.clock import now_utc
 from monitor.emulator.demo import (
     DEMO_EXPECTED_WEBHOOK_URL,
     DEMO_STAGING_WEBHOOK_URL,
@@ -26,7 +28,7 @@ from monitor.errors import AppDatabaseError, BadInput
 from monitor.rules.findings import KINDS, finding_id
 from monitor.rules.webhook_health import PAYMENT_EVENT_TYPES, delivery_countdowns
 from monitor.store import lifecycle
-from monitor.store.models import FindingRow, JobRun, now_utc
+from monitor.store.models import FindingRow, JobRun
 from tests.services import free_port
 from tests.table_cast import finding
 
@@ -131,7 +133,7 @@ def all_findings(engine: Engine) -> list[dict]:
         rows = conn.execute(select(t)).all()
     out = []
     for r in rows:
-        d = lifecycle.as_json(r)
+        d = lifecycle.StoredFinding.from_row(r).to_json()
         d["key"] = r.key
         d["when"] = r.occurred_at or r.first_seen
         out.append(d)
@@ -315,31 +317,31 @@ def test_finding_detail_of_the_usd_149_payment_shows_both_sides_and_why(demo):
     usd149 = incident(demo)
     detail = views.finding_detail(demo.engine, demo.app, usd149["id"])
     payment_id = usd149["payment_id"]
-    assert detail["finding"]["id"] == usd149["id"]
-    assert detail["payment"]["payment_id"] == payment_id and detail["payment"]["amount"] == 14900
-    assert detail["stripe_object"]["id"] == payment_id
-    assert detail["stripe_object"]["amount_total"] == 14900
-    assert detail["stripe_object"]["payment_status"] == "paid"
-    assert detail["rows"] == [] and detail["candidate_rows"] == []
-    event = detail["event"]
+    assert detail.finding.id == usd149["id"]
+    assert detail.payment["payment_id"] == payment_id and detail.payment["amount"] == 14900
+    assert detail.stripe_object["id"] == payment_id
+    assert detail.stripe_object["amount_total"] == 14900
+    assert detail.stripe_object["payment_status"] == "paid"
+    assert detail.rows == [] and detail.candidate_rows == []
+    event = detail.event
     assert event["id"] == usd149["event_id"] and event["type"] == "checkout.session.completed"
     assert event["pending_webhooks"] == 1 and "pending at 1 endpoint" in event["delivery"]
     assert [r["error"] for r in event["log"]] == [REDIS_ERROR]
-    assert detail["stripe_url"] == f"https://dashboard.stripe.com/test/checkout/sessions/{payment_id}"
-    assert [(o.component, o.error) for o in detail["outages"]] == [("redis:channels", REDIS_ERROR)]
-    kinds = [e["kind"] for e in detail["timeline"]]
+    assert detail.stripe_url == f"https://dashboard.stripe.com/test/checkout/sessions/{payment_id}"
+    assert [(o.component, o.error) for o in detail.outages] == [("redis:channels", REDIS_ERROR)]
+    kinds = [e["kind"] for e in detail.timeline]
     assert {"payment", "event", "webhook_log", "outage", "finding"} <= set(kinds)
-    assert [e["at"] for e in detail["timeline"]] == sorted(e["at"] for e in detail["timeline"])
-    assert all({"at", "what", "detail"} <= set(e) for e in detail["timeline"])
-    assert detail["app_error"] is None
+    assert [e["at"] for e in detail.timeline] == sorted(e["at"] for e in detail.timeline)
+    assert all({"at", "what", "detail"} <= set(e) for e in detail.timeline)
+    assert detail.app_error is None
 
 
 def test_finding_detail_of_a_row_without_payment_shows_that_row(demo):
     orphan = next(f for f in all_findings(demo.engine) if f["kind"] == "active_without_payment")
     detail = views.finding_detail(demo.engine, demo.app, orphan["id"])
-    assert detail["payment"] is None and detail["stripe_object"] is None
-    assert [r["id"] for r in detail["rows"]] == orphan["subscription_ids"]
-    assert detail["rows"][0]["status"] == "active"
+    assert detail.payment is None and detail.stripe_object is None
+    assert [r["id"] for r in detail.rows] == orphan["subscription_ids"]
+    assert detail.rows[0]["status"] == "active"
 
 
 @pytest.mark.parametrize("unknown", ["0000000000000000", "", *INJECTIONS])
@@ -394,7 +396,7 @@ def test_customer_lookup_finds_the_usd_149_customer_by_any_of_their_handles(demo
     assert "paid_without_subscription" in payment["open_findings"]
     assert payment["stripe_url"].startswith("https://dashboard.stripe.com/test/checkout/sessions/")
     assert view.rows.empty
-    assert {f["kind"] for f in view.findings} == {
+    assert {f.kind for f in view.findings} == {
         "paid_without_subscription",
         "webhook_undelivered",
         "webhook_failed",
@@ -409,7 +411,7 @@ def test_customer_lookup_by_app_row_id_finds_the_rows_customer(demo):
     assert row_id in view.rows["id"].tolist()
     payment = view.payments.set_index("payment_id").loc[refunded["payment_id"]]
     assert payment["status_in_app"] == f"active row {row_id}"
-    assert [f["kind"] for f in view.findings] == ["refunded_but_active"]
+    assert [f.kind for f in view.findings] == ["refunded_but_active"]
 
 
 def test_customer_lookup_timeline_tells_the_incident_in_order(demo):
@@ -451,15 +453,19 @@ def test_an_unreachable_app_database_is_shown_beside_the_stripe_side_not_hidden(
     dead = AppDatabase(f"postgresql://postgres@127.0.0.1:{free_port()}/app", load_mapping("default"))
     try:
         detail = views.finding_detail(demo.engine, dead, incident(demo)["id"])
-        assert "cannot connect to the app database" in detail["app_error"]
-        assert detail["stripe_object"]["amount_total"] == 14900 and detail["event"]["pending_webhooks"] == 1
+        assert "cannot connect to the app database" in detail.app_error
+        assert detail.stripe_object["amount_total"] == 14900 and detail.event["pending_webhooks"] == 1
         view = views.customer_lookup(demo.engine, dead, INCIDENT_EMAIL, now=now_utc())
         assert "cannot connect" in view.app_error and len(view.payments) == 1
         overview = views.webhook_overview(
-            demo.engine, dead, demo.cfg, now=now_utc(), expected_url=pipeline.expected_webhook_url(demo.cfg)
+            demo.engine,
+            dead,
+            demo.cfg,
+            now=now_utc(),
+            expected_url=monitor_demo.expected_webhook_url(demo.cfg),
         )
-        assert "cannot connect" in overview["app_error"]
-        assert overview["failed"]["error"].isna().all() and len(overview["failed"]) == 1
+        assert "cannot connect" in overview.app_error
+        assert overview.failed["error"].isna().all() and len(overview.failed) == 1
         with pytest.raises(AppDatabaseError):  # a row id only the app can answer
             views.customer_lookup(demo.engine, dead, "12", now=now_utc())
     finally:
@@ -472,15 +478,15 @@ def test_an_unreachable_app_database_is_shown_beside_the_stripe_side_not_hidden(
 def test_webhook_overview_shows_the_staging_url_beside_the_expected_one_and_the_stuck_event(demo):
     now = now_utc()
     overview = views.webhook_overview(
-        demo.engine, demo.app, demo.cfg, now=now, expected_url=pipeline.expected_webhook_url(demo.cfg)
+        demo.engine, demo.app, demo.cfg, now=now, expected_url=monitor_demo.expected_webhook_url(demo.cfg)
     )
-    audit = overview["audit"]
+    audit = overview.audit
     assert not audit.ok and audit.expected_url == DEMO_EXPECTED_WEBHOOK_URL
     assert DEMO_STAGING_WEBHOOK_URL in [e["url"] for e in audit.endpoints if e["status"] == "enabled"]
     assert DEMO_STAGING_WEBHOOK_URL in audit.summary
 
     usd149 = incident(demo)
-    stuck = overview["undelivered"].set_index("event_id").loc[usd149["event_id"]]
+    stuck = overview.undelivered.set_index("event_id").loc[usd149["event_id"]]
     assert stuck["type"] == "checkout.session.completed" and stuck["pending_webhooks"] == 1
     assert stuck["payment_id"] == usd149["payment_id"]
     retry, window = delivery_countdowns(stuck["created"].to_pydatetime(), now=now, livemode=False)
@@ -488,23 +494,23 @@ def test_webhook_overview_shows_the_staging_url_beside_the_expected_one_and_the_
     assert stuck["window_left"] == window and timedelta(days=29) < window < timedelta(days=30)
     assert "leaves the 30-day Events list in" in stuck["countdown"]
 
-    failed = overview["failed"].set_index("event_id").loc[usd149["event_id"]]
+    failed = overview.failed.set_index("event_id").loc[usd149["event_id"]]
     assert failed["error"] == REDIS_ERROR and failed["attempts"] == 1
     counts = views.findings_summary(demo.engine)["by_kind"]
-    assert overview["counts"] == {
+    assert overview.counts == {
         "undelivered": counts["webhook_undelivered"],
         "failed": counts["webhook_failed"],
         "missing": counts["webhook_missing"],
     }
-    assert len(overview["missing"]) == counts["webhook_missing"]
-    assert overview["app_error"] is None
+    assert len(overview.missing) == counts["webhook_missing"]
+    assert overview.app_error is None
 
 
 def test_webhook_overview_counts_payment_events_per_day_for_30_days(demo):
     now = now_utc()
     daily = views.webhook_overview(
-        demo.engine, demo.app, demo.cfg, now=now, expected_url=pipeline.expected_webhook_url(demo.cfg)
-    )["daily"]
+        demo.engine, demo.app, demo.cfg, now=now, expected_url=monitor_demo.expected_webhook_url(demo.cfg)
+    ).daily
     assert len(daily) == 30 and daily["day"].is_monotonic_increasing
     assert daily["day"].iloc[-1] == pd.Timestamp(now.date(), tz="UTC")
     first = int(daily["day"].iloc[0].timestamp())

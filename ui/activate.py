@@ -209,7 +209,7 @@ def _result(result) -> None:
                 still = [
                     f
                     for f in report.findings
-                    if f.get("payment_id") == result.payment_id and f["kind"] in ACTIVATABLE_KINDS
+                    if f.payment_id == result.payment_id and f.kind in ACTIVATABLE_KINDS
                 ]
                 st.session_state.pop(RESULT, None)
                 st.session_state[NOTE] = (

@@ -1,12 +1,12 @@
 """What every page needs first: the settings, the store engine and the app database (one per process,
 in `st.cache_resource`), the operator and their role, and the page's frame (title, banners, sidebar).
 
-Who the operator is (issue 7 "Sign-in"), in this order:
-- demo mode: a local demo operator, shown in a banner;
+Who the operator is, in this order:
+- demo mode: a local demo operator (monitor.demo), shown in a banner;
 - `TRUSTED_PROXY_HEADER` set: the value of that request header, put there by an authenticating reverse
   proxy (oauth2-proxy's `X-Forwarded-Email`), and only on a request that also carries the proxy's shared
-  secret (`TRUSTED_PROXY_SECRET`, in `TRUSTED_PROXY_SECRET_HEADER`): anyone who reaches Streamlit's port
-  can type the identity header, nobody but the proxy knows the secret (issue 14 point 8);
+  secret (`TRUSTED_PROXY_SECRET`, in `TRUSTED_PROXY_SECRET_HEADER`), since anyone who reaches Streamlit's
+  port can type the identity header but nobody but the proxy knows the secret;
 - an `[auth]` section in Streamlit's secrets (`.streamlit/secrets.toml`): `st.login` (OpenID Connect),
   the operator being the e-mail the identity provider vouches for;
 - neither: nobody, and the dashboard is read-only and says so.
@@ -23,25 +23,22 @@ import os
 import threading
 import unicodedata
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
 import streamlit as st
 from sqlalchemy import Engine
 
-from monitor import actions, pipeline, store
+from monitor import actions, demo, pipeline, store
 from monitor.app_db import AppDatabase
+from monitor.clock import now_utc
 from monitor.config import SETTINGS, Config, ConfigError, load
 from monitor.errors import MonitorError
 from monitor.repair import ACTIVATING_ROLES, role_of
-from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_alive
 from monitor.store.db import for_reading
-from monitor.store.models import now_utc
 from ui.text import md_code, md_escape, short
 
-DEMO_OPERATOR = "demo-operator"
-ACKNOWLEDGING_ROLES = actions.ACKNOWLEDGING_ROLES  # support and admin (issue 7: roles)
+ACKNOWLEDGING_ROLES = actions.ACKNOWLEDGING_ROLES  # support and admin
 EXPORTING_ROLES = actions.EXPORTING_ROLES  # finance, support and admin
 RUNNING_ROLES = actions.RUNNING_ROLES  # support and admin: "Run checks now" spends Stripe's rate limit
 OIDC = "OpenID Connect (st.login)"
@@ -238,8 +235,9 @@ def operator() -> Operator:
     """The person acting in this session, looked up again at every rerun. Each monitor action checks the
     role again itself."""
     cfg = config()
-    if cfg.demo:
-        return Operator(DEMO_OPERATOR, role_of(cfg, DEMO_OPERATOR), "demo")
+    name = demo.operator(cfg)
+    if name is not None:
+        return Operator(name, role_of(cfg, name), "demo")
     method = sign_in_method(cfg)
     if method is None:
         return Operator(None, None, "none")
@@ -257,36 +255,12 @@ def _demo_once(db: tuple) -> dict:
     return {"lock": threading.Lock(), "done": False}
 
 
-def _demo_needs_refresh(cfg: Config, eng: Engine) -> bool:
-    """Whether the demo's data needs one run of the checks: not while `python -m jobs` is running; else when
-    nothing was reconciled after the last sync, or the newest probe result is only the demo's built-in
-    history (or older than two probe intervals)."""
-    from sqlalchemy import func, select
-
-    from monitor.store.models import ProbeResultRow
-
-    with eng.connect() as conn:
-        heartbeat = store.last_run_started(conn, SCHEDULED_JOBS)
-        if scheduler_alive(
-            heartbeat, now=now_utc(), sync_interval=cfg.sync_interval, probe_interval=cfg.probe_interval
-        ):
-            return False  # `python -m jobs` is running (make run starts it): it keeps the demo fresh
-        synced = store.last_successful_run(conn, ("sync", "jobs:sync"))
-        reconciled = store.last_successful_run(conn, ("reconcile", "jobs:sync"))
-        probed = conn.execute(select(func.max(ProbeResultRow.checked_at))).scalar()
-    if synced is None or reconciled is None or reconciled < synced:
-        return True
-    anchor = pipeline.demo_scenario(cfg).anchor
-    return (
-        probed is None or probed <= anchor or now_utc() - probed > timedelta(seconds=2 * cfg.probe_interval)
-    )
-
-
 def bring_demo_up_to_date() -> None:
-    """In demo mode, once per server process: sync, reconcile and probe when the data is stale, so the
-    first screen shows the demo's incident as it is now. Never a scheduler: one run, on the first view."""
+    """In demo mode, once per server process: sync, reconcile and probe when the data is stale
+    (monitor.demo.needs_refresh), so the first screen shows the demo's incident as it is now. Never a
+    scheduler: one run, on the first view."""
     cfg = config()
-    if not cfg.demo:
+    if not demo.active(cfg):
         return
     state = _demo_once(key())
     if state["done"]:
@@ -294,7 +268,7 @@ def bring_demo_up_to_date() -> None:
     with state["lock"]:
         if state["done"]:
             return
-        if _demo_needs_refresh(cfg, engine()):
+        if demo.needs_refresh(cfg, engine(), now=now_utc()):
             with st.status("Demo mode: syncing, reconciling and probing once…", expanded=True) as box:
                 bar = st.progress(0.0)
 
@@ -302,7 +276,7 @@ def bring_demo_up_to_date() -> None:
                     bar.progress(min(max(fraction, 0.0), 1.0), text=md_escape(step))
 
                 try:
-                    actions.run_checks_now(cfg, progress, operator=DEMO_OPERATOR)
+                    actions.run_checks_now(cfg, progress, operator=demo.operator(cfg))
                 except MonitorError as e:
                     box.update(label="Demo refresh failed", state="error")
                     st.error(md_escape(cfg.mask(str(e)), None))
@@ -316,14 +290,15 @@ def bring_demo_up_to_date() -> None:
 
 
 def _error_details(cfg: Config) -> None:
-    """Full error details (message and traceback) in the demo; outside it only the exception's type, so an
-    unexpected error never shows a customer's data or a setting in the browser (issue 7 point 5).
-    `.streamlit/config.toml` says "type" too, for anything that fails before a page gets here."""
-    st.set_option("client.showErrorDetails", "full" if cfg.demo else "type")
+    """Full error details (message and traceback) where monitor.demo.shows_error_details allows them;
+    elsewhere only the exception's type, so an unexpected error never shows a customer's data or a setting
+    in the browser. `.streamlit/config.toml` says "type" too, for anything that fails before a page gets
+    here."""
+    st.set_option("client.showErrorDetails", "full" if demo.shows_error_details(cfg) else "type")
 
 
 def _sidebar(cfg: Config, who: Operator) -> None:
-    mode = "demo (built-in emulator)" if cfg.demo else ("live" if cfg.livemode else "test")
+    mode = "demo (built-in emulator)" if demo.active(cfg) else ("live" if cfg.livemode else "test")
     with st.sidebar:
         st.caption(
             f"**Payment Parity Monitor**  \nStripe: {mode}  \nOperator: {md_code(who.name or 'nobody', 60)}"
@@ -336,8 +311,8 @@ def _sidebar(cfg: Config, who: Operator) -> None:
 
 def _sign_in_gate(cfg: Config, who: Operator) -> None:
     """With a sign-in configured, only people in OPERATOR_ROLES get past this point; the rest see why and
-    nothing else. Without one (and outside the demo), everyone reads and nobody acts."""
-    if cfg.demo or who.sign_in is None:
+    nothing else. Without one (the demo has none), everyone reads and nobody acts."""
+    if who.sign_in is None:
         return
     if who.name is None:
         if who.sign_in == OIDC:
@@ -368,10 +343,10 @@ def page(title: str, icon: str, intro: str | None = None) -> Operator:
     who = operator()
     _sidebar(cfg, who)
     st.title(f"{icon} {title}")
-    if cfg.demo:
+    if demo.active(cfg):
         st.info(
             f"**Demo mode**: the built-in Stripe emulator and the demo app database. You act as "
-            f"**{DEMO_OPERATOR}** (role {who.role or 'none'}), with no sign-in. Set `STRIPE_API_KEY` for a "
+            f"**{who.name}** (role {who.role or 'none'}), with no sign-in. Set `STRIPE_API_KEY` for a "
             "real account.",
             icon=":material/science:",
         )

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import streamlit as st
 
-from monitor import pipeline, views
-from monitor.store.models import now_utc
+from monitor import demo, views
+from monitor.clock import now_utc
 from ui import context
 
 STATUS_TTL = 10  # seconds: the status strip and the numbers on the Overview
@@ -45,7 +45,7 @@ def parity_history(db: tuple, days: int):
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def find_findings(
-    _db: tuple,
+    db: tuple,
     kinds: tuple | None,
     severities: tuple | None,
     statuses: tuple,
@@ -83,7 +83,7 @@ def customer_lookup(db: tuple, query: str):
 def webhook_overview(db: tuple):
     cfg = context.config()
     return views.webhook_overview(
-        context.reader(), context.app(), cfg, now=now_utc(), expected_url=pipeline.expected_webhook_url(cfg)
+        context.reader(), context.app(), cfg, now=now_utc(), expected_url=demo.expected_webhook_url(cfg)
     )
 
 

@@ -1,4 +1,4 @@
-"""The settings in force, as the Infrastructure page shows them: every secret masked (issue 7 point 3).
+"""The settings in force, as the Infrastructure page shows them: every secret masked.
 
 Secrets are never shown, only recognised: a Stripe key by its kind and last four characters, a URL with
 its password replaced by `****`, an alert target by its scheme and host. Everything passes through

@@ -1,7 +1,7 @@
 """Text for the dashboard that does not need Streamlit: escaping hostile strings, shortening long ones,
 money and time for people, and CSV that a spreadsheet cannot execute.
 
-Every string that came from Stripe, a customer or the app's database is hostile (issue 7): it is shown
+Every string that came from Stripe, a customer or the app's database is hostile: it is shown
 through `st.text`, `st.code`, `st.dataframe`, or Markdown only after `md_escape`.
 """
 

@@ -181,7 +181,7 @@ class Emulator:
             response = self._handle(method, target, headers, body)
         except ApiError as error:
             response = json_response(error.status, error.body())
-        except Exception as error:  # a bug here must still look like Stripe's 500, not kill the thread
+        except Exception as error:  # noqa: BLE001 - a bug here must look like Stripe's 500, not kill the thread
             response = json_response(
                 500, {"error": {"type": "api_error", "message": f"Emulator bug: {error!r}"}}
             )

@@ -17,6 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from monitor.emulator.demo_names import (
+    DEMO_EXPECTED_WEBHOOK_URL,
+    DEMO_OLD_WEBHOOK_URL,
+    DEMO_STAGING_WEBHOOK_URL,
+    INCIDENT_EMAIL,
+)
 from monitor.emulator.demo_payments import (
     API_VERSION,
     DAY,
@@ -31,10 +37,6 @@ from monitor.emulator.demo_payments import (
 from monitor.emulator.demo_traffic import ONE_TIME_PLANS, SUBSCRIPTION_PLANS, TrafficBuilder
 from monitor.emulator.shapes import example
 
-DEMO_EXPECTED_WEBHOOK_URL = "https://app.example-saas.com/stripe/webhook"
-DEMO_STAGING_WEBHOOK_URL = "https://staging.example-saas.com/stripe/webhook"
-DEMO_OLD_WEBHOOK_URL = "https://legacy.example-saas.com/webhooks/stripe"
-INCIDENT_EMAIL = "dana.whitfield@example.com"
 # redis-py's message for a refused connection to its default address (DESIGN.md "Lessons from the field").
 REDIS_ERROR = "Error 111 connecting to localhost:6379. Connection refused."
 DEFAULT_SEED = 149

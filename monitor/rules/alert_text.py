@@ -1,6 +1,6 @@
 """Alert text: the monitor's words and the data inside them, rendered for each target's markup. Pure.
 
-Customer- and Stripe-supplied text (e-mails, ids, hints, error texts) is data, never markup (issue 14): an
+Customer- and Stripe-supplied text (e-mails, ids, hints, error texts) is data, never markup: an
 alert is built as `Text`, the monitor's words and `Data` fields apart. When it is rendered, each field is made
 one line, capped and escaped for the target's markup (`MARKUPS`, by the scheme of apprise's form of the URL:
 monitor.alerts.markup_for); the whole message is capped to what every target accepts (`cap_message`).

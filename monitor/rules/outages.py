@@ -11,9 +11,11 @@ an empty detail would leave the window unexplained).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pandas as pd
+
+from monitor.rules.timefmt import to_utc
 
 UP, DOWN, DEGRADED = "up", "down", "degraded"
 _KNOWN = (UP, DOWN, DEGRADED)
@@ -82,11 +84,6 @@ def outage_windows(probe_history: pd.DataFrame | None) -> list[Outage]:
     ]
     out.sort(key=lambda o: (o.start, o.component))
     return out
-
-
-def to_utc(t: datetime) -> datetime:
-    """`t` in UTC; a naive time is taken as UTC already."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def format_time(t: datetime, *, now: datetime) -> str:

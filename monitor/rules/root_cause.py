@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from monitor.rules.findings import Finding
-from monitor.rules.outages import Outage, format_window, to_utc
-from monitor.rules.timefmt import quote
+from monitor.rules.outages import Outage, format_window
+from monitor.rules.timefmt import quote, to_utc
 from monitor.rules.webhook_health import delivery_state, latest_log_entries, prepare_events, py
 
 EXPLAINED_KINDS: tuple[str, ...] = (

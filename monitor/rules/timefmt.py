@@ -1,8 +1,19 @@
-"""Text for people, one way everywhere (hints, probe details, alerts, the dashboard): durations, quotes."""
+"""Times and text for people, one way everywhere (hints, probe details, alerts, the dashboard, JSON):
+times in UTC, ISO times, durations, quotes. Pure: the clock is read only by monitor.clock."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+
+
+def to_utc(t: datetime) -> datetime:
+    """`t` in UTC; a naive time is taken as UTC already."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time as DESIGN's JSON writes it, `2026-11-26T11:20:00Z`, in UTC; None stays None."""
+    return None if value is None else to_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def format_duration(d: timedelta) -> str:

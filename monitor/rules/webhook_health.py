@@ -41,8 +41,8 @@ from monitor.rules.findings import WEBHOOK_KINDS, Finding
 from monitor.rules.matching import joint_codes as _joint_codes
 from monitor.rules.matching import plain as _plain
 from monitor.rules.money import format_money
-from monitor.rules.outages import format_time, to_utc
-from monitor.rules.timefmt import format_duration, quote
+from monitor.rules.outages import format_time
+from monitor.rules.timefmt import format_duration, quote, to_utc
 
 REQUIRED_EVENT_TYPES: tuple[str, ...] = (
     "checkout.session.completed",

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from monitor.clock import now_utc
 from monitor.errors import StoreError
 from monitor.secrets import mask_url
 from monitor.store import payment_table
@@ -32,7 +33,6 @@ from monitor.store.models import (
     SyncResource,
     SyncState,
     SyncWindow,
-    now_utc,
 )
 from monitor.store.rows import (
     EVENT_SEQ_TOP,

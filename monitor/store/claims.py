@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from monitor.clock import now_utc
 from monitor.errors import MonitorError
-from monitor.store.models import RepairClaim, now_utc
+from monitor.store.models import RepairClaim
 
 STALE_AFTER = timedelta(minutes=2)  # an in-progress claim this old belongs to a process that died
 

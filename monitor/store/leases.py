@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, case, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from monitor.clock import now_exact
 from monitor.store.db import for_reading
 from monitor.store.models import Lease as LeaseRow
 
@@ -41,8 +42,7 @@ class LeaseState:
     expires_at: datetime | None
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+_utcnow = now_exact
 
 
 class Lease:

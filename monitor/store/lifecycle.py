@@ -5,13 +5,17 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import orjson
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from monitor.rules.findings import Finding
+from monitor.rules.timefmt import iso
 from monitor.store.models import FindingRow
+
+_RUN_FIELDS = {f.name for f in fields(Finding)}
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 _CHUNK = 500
@@ -25,10 +29,6 @@ def _iso(value):
     if isinstance(value, datetime):
         return iso(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def apply_findings(
@@ -117,27 +117,61 @@ def current_findings(
     *,
     statuses: Collection[str] = (OPEN, ACKNOWLEDGED),
     kinds: Collection[str] | None = None,
-) -> list[dict]:
-    """Findings in `statuses` as DESIGN's JSON objects (the Finding's fields plus its lifecycle)."""
+) -> list[StoredFinding]:
+    """Findings in `statuses` (the Finding's fields plus its lifecycle), by severity, kind, first seen."""
     t = FindingRow.__table__
     q = select(t).where(t.c.status.in_(list(statuses))).order_by(t.c.severity, t.c.kind, t.c.first_seen)
     if kinds is not None:
         q = q.where(t.c.kind.in_(list(kinds)))
-    return [as_json(row) for row in conn.execute(q)]
+    return [StoredFinding.from_row(row) for row in conn.execute(q)]
 
 
-def as_json(row) -> dict:
-    d = orjson.loads(row.payload)
-    d.pop("key", None)
-    d.pop("occurred_at", None)
-    d.update(
-        id=row.id,
-        status=row.status,
-        first_seen=iso(row.first_seen),
-        last_seen=iso(row.last_seen),
-        resolved_at=iso(row.resolved_at),
-        occurred_at=iso(row.occurred_at),
-    )
-    if row.ack_note or row.ack_by:
-        d.update(ack_note=row.ack_note, ack_by=row.ack_by, ack_at=iso(row.ack_at))
-    return d
+@dataclass
+class StoredFinding(Finding):
+    """A finding as the store keeps it: what the run found (a monitor.rules.findings.Finding, its `key` and
+    therefore its `id` included) and its lifecycle. Times are UTC datetimes; `to_json` is DESIGN's JSON
+    object of a finding."""
+
+    status: str = OPEN
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    resolved_at: datetime | None = None
+    ack_note: str | None = None
+    ack_by: str | None = None
+    ack_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row) -> StoredFinding:
+        """From a row of the findings table: the run's fields from its payload, the lifecycle from its
+        columns."""
+        payload = orjson.loads(row.payload)
+        run = {f.name: payload[f.name] for f in fields(Finding) if f.name in payload}
+        run.update(kind=row.kind, key=row.key, occurred_at=row.occurred_at)
+        run["subscription_ids"] = list(run.get("subscription_ids") or [])
+        return cls(**run, **{name: getattr(row, name) for name in _LIFECYCLE_FIELDS})
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether someone left a note or their name on it (the JSON then carries ack_*)."""
+        return bool(self.ack_note or self.ack_by)
+
+    def to_json(self) -> dict:
+        """DESIGN's JSON object: the run's fields (Finding.to_dict without key and occurred_at), then the
+        lifecycle."""
+        d = {name: value for name, value in Finding.to_dict(self).items() if name not in _NOT_IN_JSON}
+        d.update(
+            status=self.status,
+            first_seen=iso(self.first_seen),
+            last_seen=iso(self.last_seen),
+            resolved_at=iso(self.resolved_at),
+            occurred_at=iso(self.occurred_at),
+        )
+        if self.acknowledged:
+            d.update(ack_note=self.ack_note, ack_by=self.ack_by, ack_at=iso(self.ack_at))
+        return d
+
+
+# The lifecycle's fields, each a column of the findings table of the same name.
+_LIFECYCLE_FIELDS = tuple(f.name for f in fields(StoredFinding) if f.name not in _RUN_FIELDS)
+# Finding.to_dict's keys the JSON leaves out (the key is the id's source) or writes with the lifecycle.
+_NOT_IN_JSON = {"key", "occurred_at", *_LIFECYCLE_FIELDS}

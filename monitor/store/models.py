@@ -339,10 +339,6 @@ STRIPE_TABLES = {
 }
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
 class ProbeResultRow(Base):
     """One probe of one component: its status, the exact error text, latency and time."""
 

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from monitor.store.rows import invoice_payment_intents, invoice_subscription, ref
 from monitor.stripe_api.source import StripeSource
 
-# In order of precedence: DESIGN.md "What counts as a payment" makes a session's invoice and intents the
-# session's payment, and an invoice's intents the invoice's.
+# In order of precedence: a session's invoice and intents are the session's payment, and an invoice's
+# intents the invoice's.
 PREFIXES = {"cs_": "checkout_session", "in_": "invoice", "pi_": "payment_intent"}
 
 
@@ -139,7 +139,7 @@ def _invoice(i: dict) -> PaymentState:
 
 def _add_owners(source: StripeSource, state: PaymentState) -> None:
     """The session and invoice an intent or invoice belongs to, asked of Stripe, so that a repair by any of a
-    payment's ids finds the same payment before the store has synced it (issue 14). A session names its own."""
+    payment's ids finds the same payment before the store has synced it. A session names its own."""
     if state.kind == "payment_intent":
         sessions = source.get("/v1/checkout/sessions", payment_intent=state.payment_id, limit=10)
         state.checkout_session_id = min((s["id"] for s in sessions.get("data") or []), default=None)

@@ -28,7 +28,6 @@ class RateLimiter:
         self._starts: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
-        self.waited_s = 0.0
 
     def acquire(self) -> None:
         """Block until a request may start, then count it as started."""
@@ -41,5 +40,4 @@ class RateLimiter:
                     self._starts.append(now)
                     return
                 wait = self._window - (now - self._starts[0])
-                self.waited_s += wait
             self._sleep(wait)

@@ -2,7 +2,7 @@
 SDK's errors into the project's own (`monitor.errors`). Returns plain JSON dicts, never SDK objects.
 
 Bulk lists go through `StripeClient.raw_request`, which parses each page's JSON once instead of building a
-`StripeObject` per item (about 9x faster in a trial on this kind of machine, DESIGN.md "Lessons").
+`StripeObject` per item (about 9x faster in a trial on this kind of machine).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from monitor.stripe_api.ratelimit import RateLimiter
 API_VERSION = "2026-10-28.endive"
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
-# The SDK retries connection errors, 409 and 5xx itself, with backoff, this many times.
+# The SDK is told to retry nothing (max_network_retries=0): `StripeSource.get` retries, so that every attempt
+# goes through the rate limiter. Connection errors and 5xx are retried this many times, with backoff.
 MAX_NETWORK_RETRIES = 2
-# A plain 429 is not retried by the SDK, so we back off ourselves: 0.5 s, 1 s, 2 s, … (with jitter).
+# 429 (rate limited) is retried this many times, after 0.5 s, 1 s, 2 s, … (with jitter).
 RATE_LIMIT_RETRIES = 6
 PAGE_SIZE = 100
 
@@ -222,8 +223,10 @@ class StripeSource:
         self._http_client.close()
 
     def _translate(self, e: stripe.StripeError, path: str) -> Exception:
+        """The project's error for the SDK's, with Stripe's HTTP status and error `code` (`resource_missing`,
+        …) as Stripe answered them, so callers read those, never the message."""
         status = e.http_status
-        code = getattr(e, "code", None)
+        code = e.code
         if isinstance(e, stripe.PermissionError):
             permission = permission_needed(path, _message(e))
             return StripePermissionError(
@@ -235,10 +238,14 @@ class StripeSource:
             )
         if isinstance(e, stripe.AuthenticationError):
             return StripeAuthError(
-                f"Stripe rejected the API key {self._key_shown} (401): {_message(e)}", http_status=status
+                f"Stripe rejected the API key {self._key_shown} (401): {_message(e)}",
+                http_status=status,
+                code=code,
             )
         if isinstance(e, stripe.APIConnectionError):
-            return StripeUnavailable(f"cannot reach Stripe at {self.api_base}: {_message(e)}")
+            return StripeUnavailable(  # no answer came: no status, no code
+                f"cannot reach Stripe at {self.api_base}: {_message(e)}", http_status=status, code=code
+            )
         if isinstance(e, stripe.InvalidRequestError):
             return StripeRequestError(
                 f"Stripe refused GET {path} ({status}): {_message(e)}", http_status=status, code=code

@@ -32,6 +32,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor import store
+from monitor.clock import now_utc
 from monitor.errors import (
     MonitorError,
     StripeError,
@@ -41,7 +42,7 @@ from monitor.errors import (
 )
 from monitor.store.leases import Lease
 from monitor.store.models import Lease as LeaseRow
-from monitor.store.models import SyncState, SyncWindow, now_utc
+from monitor.store.models import SyncState, SyncWindow
 from monitor.store.rows import listing_ranks
 from monitor.stripe_api.source import ENDPOINTS, RESOURCES, UNDELIVERED_EVENTS, Resource, StripeSource
 

@@ -8,7 +8,7 @@ objects; `now` is passed in where time matters. `from monitor import views; view
 
 from monitor.views.audit import audit_log
 from monitor.views.customers import CustomerView, customer_lookup
-from monitor.views.discrepancies import FINDING_COLUMNS, find_findings, finding_detail
+from monitor.views.discrepancies import FINDING_COLUMNS, FindingDetail, find_findings, finding_detail
 from monitor.views.finance import finance
 from monitor.views.infrastructure import infrastructure
 from monitor.views.links import stripe_dashboard_url
@@ -20,12 +20,14 @@ from monitor.views.status import (
     snapshot_status,
     status_strip,
 )
-from monitor.views.webhooks import webhook_overview
+from monitor.views.webhooks import WebhookOverview, webhook_overview
 
 __all__ = [
     "FINDING_COLUMNS",
     "CustomerView",
+    "FindingDetail",
     "SnapshotStatus",
+    "WebhookOverview",
     "audit_log",
     "customer_lookup",
     "find_findings",

@@ -4,14 +4,14 @@ the app-database reads whose failure is shown beside the Stripe side instead of 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 import pandas as pd
 from sqlalchemy import ColumnElement, bindparam
 
 from monitor.errors import AppDatabaseError, MappingError
-from monitor.rules.outages import to_utc
+from monitor.rules.timefmt import to_utc
 
 # The LIKE escape character: not a backslash, whose quoting differs between SQLite and PostgreSQL.
 LIKE_ESCAPE = "/"
@@ -57,6 +57,14 @@ def frame(rows: Iterable, columns: Iterable[str], *, times: Iterable[str] = ()) 
     for column in times:
         df[column] = pd.to_datetime(df[column], utc=True)
     return df
+
+
+def named_frame(
+    rows: Iterable[Mapping], columns: Iterable[str], *, times: Iterable[str] = ()
+) -> pd.DataFrame:
+    """`frame` of rows given by column name: `columns` alone says the order."""
+    columns = list(columns)
+    return frame((tuple(r[c] for c in columns) for r in rows), columns, times=times)
 
 
 def nullable_int(df: pd.DataFrame, *columns: str) -> pd.DataFrame:

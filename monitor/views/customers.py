@@ -14,9 +14,10 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, func, or_, select, text
 
 from monitor.app_db import SUBSCRIPTION_COLUMNS, AppDatabase
-from monitor.rules.outages import Outage, to_utc
+from monitor.rules.outages import Outage
 from monitor.rules.root_cause import AFTER_PAYMENT, BEFORE_PAYMENT
-from monitor.store.lifecycle import ACKNOWLEDGED, OPEN, as_json
+from monitor.rules.timefmt import to_utc
+from monitor.store.lifecycle import ACKNOWLEDGED, OPEN, StoredFinding
 from monitor.store.models import CheckoutSession, Customer, FindingRow, Invoice, PaymentIntent
 from monitor.views.common import MAX_QUERY_LENGTH, AppReads, plain, unindexed
 from monitor.views.links import stripe_dashboard_url
@@ -58,7 +59,7 @@ _EXPANSIONS = 2  # rounds of "these payments name another customer id or e-mail"
 class CustomerView:
     """Everything about one customer. `customer`: {"email", "emails", "customer_ids", "name"}; `payments`:
     PAYMENT_VIEW_COLUMNS, newest first; `rows`: the app's rows (monitor.app_db.SUBSCRIPTION_COLUMNS);
-    `findings`: open and acknowledged findings about them (lifecycle.as_json); `timeline`: at, kind,
+    `findings`: open and acknowledged findings about them (monitor.store.lifecycle.StoredFinding); `timeline`: at, kind,
     title, detail, ref, oldest first; `repairs`: ledger rows; `outages`: those overlapping a payment's
     window (monitor.rules.root_cause's: 10 min before to 30 min after); `app_error`: why the app's side could
     not be read (None when it was)."""
@@ -66,7 +67,7 @@ class CustomerView:
     customer: dict
     payments: pd.DataFrame
     rows: pd.DataFrame
-    findings: list[dict]
+    findings: list[StoredFinding]
     timeline: pd.DataFrame
     repairs: list[dict]
     outages: list[Outage] = field(default_factory=list)
@@ -239,14 +240,16 @@ def _status_in_app(pay: dict, rows: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def _findings(conn: Connection, seeds: _Seeds, payment_ids: list[str]) -> list[dict]:
+def _findings(conn: Connection, seeds: _Seeds, payment_ids: list[str]) -> list[StoredFinding]:
     f = FindingRow.__table__
     q = select(f).where(
         unindexed(f.c.status).in_((OPEN, ACKNOWLEDGED)),
         or_(f.c.payment_id.in_(bindparam("pids", expanding=True)), _lower_in(f.c.customer_email, "emails")),
     )
     rows = conn.execute(q, {"pids": payment_ids or [""], "emails": sorted(seeds.emails) or [""]})
-    return sorted((as_json(r) for r in rows), key=lambda d: (d["first_seen"] or "", d["id"]))
+    return sorted(
+        (StoredFinding.from_row(r) for r in rows), key=lambda f: (f.first_seen.replace(microsecond=0), f.id)
+    )
 
 
 def _outages(conn: Connection, payments: pd.DataFrame) -> list[Outage]:
@@ -306,8 +309,8 @@ def customer_lookup(engine: Engine, app: AppDatabase, query: str, *, now: dateti
         log = log[log["event_id"].isin({e["id"] for e in events})]
     open_kinds: dict[str, list[str]] = {}
     for f in findings:
-        if f.get("payment_id"):
-            open_kinds.setdefault(f["payment_id"], []).append(f["kind"])
+        if f.payment_id:
+            open_kinds.setdefault(f.payment_id, []).append(f.kind)
     view = payments.assign(
         status_in_app=[_status_in_app(p, rows) for p in payments.to_dict("records")],
         open_findings=[sorted(set(open_kinds.get(p, []))) for p in payments["payment_id"]],

@@ -5,25 +5,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import JSON, Connection, Engine, case, cast, false, func, or_, select
 
 from monitor.app_db import AppDatabase
-from monitor.rules.outages import to_utc
+from monitor.clock import now_utc
+from monitor.rules.outages import Outage
 from monitor.rules.root_cause import AFTER_PAYMENT, BEFORE_PAYMENT
+from monitor.rules.timefmt import to_utc
 from monitor.rules.webhook_health import countdown_text, delivery_state
-from monitor.store.lifecycle import ACKNOWLEDGED, OPEN, as_json
-from monitor.store.models import FindingRow, now_utc
+from monitor.store.lifecycle import ACKNOWLEDGED, OPEN, StoredFinding
+from monitor.store.models import FindingRow
 from monitor.views.common import (
     AppReads,
     contains,
-    frame,
     like_pattern,
     loads,
+    named_frame,
     nullable_int,
-    plain,
     records,
     unindexed,
 )
@@ -58,6 +60,7 @@ FINDING_COLUMNS = (
     "subscription_ids",
     "ack_note",
 )
+_FROM_PAYLOAD = {"hint": "", "event_id": None, "subscription_ids": None}  # the rest are columns
 CURRENT = (OPEN, ACKNOWLEDGED)
 MAX_PAGE = 1000
 _f = FindingRow.__table__
@@ -167,55 +170,35 @@ def find_findings(
             ids = conn.execute(page, params).scalars().all()
         if total is None:
             total = conn.execute(select(func.count()).select_from(_f).where(*where), params).scalar_one()
-        rows = conn.execute(
-            select(
-                _f.c.id,
-                _f.c.kind,
-                _f.c.severity,
-                _f.c.status,
-                _f.c.payment_id,
-                _f.c.customer_email,
-                _f.c.amount,
-                _f.c.currency,
-                _f.c.occurred_at,
-                _f.c.first_seen,
-                _f.c.last_seen,
-                _f.c.payload,
-                _f.c.ack_note,
-            ).where(_f.c.id.in_(ids))
-        ).all()
+        columns = [_f.c[c] for c in FINDING_COLUMNS if c not in _FROM_PAYLOAD]
+        rows = conn.execute(select(*columns, _f.c.payload).where(_f.c.id.in_(ids))).all()
     position = {finding_id: i for i, finding_id in enumerate(ids)}
     page = []
     for r in sorted(rows, key=lambda r: position[r.id]):
         payload = loads(r.payload, {})
-        page.append(
-            (
-                *r[:11],
-                payload.get("hint", ""),
-                payload.get("event_id"),
-                list(payload.get("subscription_ids") or []),
-                r.ack_note,
-            )
-        )
-    df = frame(page, FINDING_COLUMNS, times=("occurred_at", "first_seen", "last_seen"))
+        row = dict(r._mapping)
+        row.update({c: payload.get(c, default) for c, default in _FROM_PAYLOAD.items()})
+        row["subscription_ids"] = list(row["subscription_ids"] or [])
+        page.append(row)
+    df = named_frame(page, FINDING_COLUMNS, times=("occurred_at", "first_seen", "last_seen"))
     return nullable_int(df, "amount"), int(total)
 
 
-def _finding(conn: Connection, finding_id) -> dict | None:
+def _finding(conn: Connection, finding_id) -> StoredFinding | None:
     finding_id = str(finding_id or "")
     if not finding_id or len(finding_id) > 64 or "\x00" in finding_id:  # ids are 16 hex digits
         return None
     row = conn.execute(select(_f).where(_f.c.id == str(finding_id))).first()
-    return None if row is None else as_json(row)
+    return None if row is None else StoredFinding.from_row(row)
 
 
-def _app_rows(app: AppDatabase, reads: AppReads, finding: dict, payment: dict | None):
+def _app_rows(app: AppDatabase, reads: AppReads, finding: StoredFinding, payment: dict | None):
     """(rows linked to the finding: by the payment's session, intent or subscription id, or the finding's
     own row ids; other rows of the same customer or e-mail: candidates)."""
     strong = {k: (payment or {}).get(k) for k in _STRONG_KEYS}
-    row_ids = [str(i) for i in finding.get("subscription_ids") or []]
-    email = (payment or {}).get("customer_email") or finding.get("customer_email")
-    customer = (payment or {}).get("customer_id") or finding.get("customer_id")
+    row_ids = [str(i) for i in finding.subscription_ids]
+    email = (payment or {}).get("customer_email") or finding.customer_email
+    customer = (payment or {}).get("customer_id") or finding.customer_id
     parts = [
         reads(
             lambda: app.find_rows(
@@ -256,38 +239,53 @@ def _event(stored: dict | None, event_id: str | None, log: pd.DataFrame | None, 
     return event, log
 
 
+@dataclass(frozen=True)
+class FindingDetail:
+    """One finding in full. `payment`: the payment as snapshot.read_payments joins it (or None);
+    `stripe_object`: the payment object's raw JSON (or None); `rows`: the app's rows linked to it;
+    `candidate_rows`: other rows of the same customer or e-mail; `event`: {id, type, created,
+    pending_webhooks, livemode, object_id, in_store, delivery, countdown, log: [the app's log rows]} (or
+    None); `outages`: the outages around the payment; `repairs`: its ledger rows; `timeline`: [{"at", "what",
+    "detail", "kind", "title", "ref"}] oldest first; `stripe_url`: the payment (else event, customer) in
+    Stripe's dashboard (or None); `app_error`: why the app's side could not be read (None when it was)."""
+
+    finding: StoredFinding
+    payment: dict | None = None
+    stripe_object: dict | None = None
+    rows: list[dict] = field(default_factory=list)
+    candidate_rows: list[dict] = field(default_factory=list)
+    event: dict | None = None
+    outages: list[Outage] = field(default_factory=list)
+    repairs: list[dict] = field(default_factory=list)
+    timeline: list[dict] = field(default_factory=list)
+    stripe_url: str | None = None
+    app_error: str | None = None
+
+
 def finding_detail(
     engine: Engine, app: AppDatabase, finding_id: str, *, now: datetime | None = None
-) -> dict | None:
-    """One finding in full, or None for an unknown id:
-    {"finding": lifecycle.as_json, "payment": the payment as snapshot.read_payments joins it (or None),
-    "stripe_object": the payment object's raw JSON (or None), "rows": the app's rows linked to it,
-    "candidate_rows": other rows of the same customer or e-mail, "event": {id, type, created,
-    pending_webhooks, livemode, object_id, in_store, delivery, countdown, log: [the app's log rows]} (or
-    None), "outages": the outages around the payment (monitor.rules.outages.Outage), "repairs": its ledger rows,
-    "timeline": [{"at", "what", "detail", "kind", "ref"}] oldest first, "stripe_url": the payment (else
-    event, customer) in Stripe's dashboard (or None), "app_error": why the app's side could not be read
-    (None when it was)}."""
+) -> FindingDetail | None:
+    """One finding in full (FindingDetail), or None for an unknown id."""
     now = to_utc(now or now_utc())
     reads = AppReads()
     with engine.connect() as conn:
         finding = _finding(conn, finding_id)
         if finding is None:
             return None
-        payment_id = finding.get("payment_id")
+        payment_id = finding.payment_id
         payments, extras = payments_by_id(conn, [payment_id] if payment_id else [])
         payment = records(payments)[0] if len(payments) else None
         raw = stripe_object(conn, payment_id)
-        event_id = finding.get("event_id") or (payment or {}).get("event_id")
+        event_id = finding.event_id or (payment or {}).get("event_id")
         stored = events_by_id(conn, [event_id]).get(event_id) if event_id else None
         repairs = repairs_for(conn, [payment_id] if payment_id else [])
-        around = (payment or {}).get("created") or _at(finding.get("occurred_at"))
+        around = (payment or {}).get("created") or finding.occurred_at
         outages = outages_between(conn, around - BEFORE_PAYMENT, around + AFTER_PAYMENT) if around else []
     # The app's side is read after the store's connection is given back (on SQLite it holds a lock).
     event, log = _event(stored, event_id, reads(app.read_webhook_log) if event_id else None, now=now)
     rows, candidates = _app_rows(app, reads, finding, payment)
     livemode = payment["livemode"] if payment else (event or {}).get("livemode")
-    linked_to = payment_id or (event or {}).get("id") or finding.get("customer_id")
+    linked_to = payment_id or (event or {}).get("id") or finding.customer_id
     entries = ordered(
         [
             *payment_entries(payments, extras),
@@ -299,20 +297,16 @@ def finding_detail(
             *repair_entries(repairs),
         ]
     )
-    return {
-        "finding": finding,
-        "payment": payment,
-        "stripe_object": raw,
-        "rows": rows,
-        "candidate_rows": candidates,
-        "event": event,
-        "outages": outages,
-        "repairs": repairs,
-        "timeline": [{"at": e["at"], "what": e["title"], **e} for e in entries],
-        "stripe_url": stripe_dashboard_url(linked_to, livemode) if linked_to else None,
-        "app_error": reads.error,
-    }
-
-
-def _at(text: str | None):
-    return None if not text else plain(pd.Timestamp(text))
+    return FindingDetail(
+        finding=finding,
+        payment=payment,
+        stripe_object=raw,
+        rows=rows,
+        candidate_rows=candidates,
+        event=event,
+        outages=outages,
+        repairs=repairs,
+        timeline=[{"at": e["at"], "what": e["title"], **e} for e in entries],
+        stripe_url=stripe_dashboard_url(linked_to, livemode) if linked_to else None,
+        app_error=reads.error,
+    )

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from monitor.rules.outages import to_utc
+from monitor.rules.timefmt import to_utc
 from monitor.views.probe_history import history_frame, latest_results, outages_between
 
 

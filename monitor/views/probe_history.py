@@ -11,7 +11,8 @@ import pandas as pd
 from sqlalchemy import Connection, and_, case, cast, func, literal_column, or_, select, text
 from sqlalchemy.types import BigInteger, Float, String
 
-from monitor.rules.outages import DEGRADED, DOWN, UP, Outage, outage_windows, to_utc
+from monitor.rules.outages import DEGRADED, DOWN, UP, Outage, outage_windows
+from monitor.rules.timefmt import to_utc
 from monitor.store.models import ProbeResultRow, UTCDateTime
 from monitor.views.common import frame
 

@@ -12,8 +12,7 @@ from sqlalchemy import Engine, func, select
 from monitor.rules.completeness import SnapshotState
 from monitor.rules.findings import AT_RISK_KINDS, CRITICAL, KINDS, WARNING
 from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_max_age
-from monitor.rules.outages import to_utc
-from monitor.rules.timefmt import format_duration
+from monitor.rules.timefmt import format_duration, to_utc
 from monitor.store import snapshot
 from monitor.store.lifecycle import ACKNOWLEDGED, OPEN
 from monitor.store.models import FindingRow, JobRun

@@ -13,6 +13,7 @@ from monitor.rules.money import format_money
 from monitor.rules.outages import Outage, format_window
 from monitor.rules.timefmt import quote
 from monitor.rules.webhook_health import delivery_state
+from monitor.store.lifecycle import StoredFinding
 from monitor.views.common import from_epoch, plain
 
 TIMELINE_COLUMNS = ("at", "kind", "title", "detail", "ref")
@@ -114,17 +115,15 @@ def outage_entries(outages: Iterable[Outage], *, now: datetime) -> list[dict]:
     ]
 
 
-def finding_entries(findings: Iterable[dict]) -> list[dict]:
+def finding_entries(findings: Iterable[StoredFinding]) -> list[dict]:
     out = []
     for f in findings:
-        out.append(
-            _entry(_at(f.get("first_seen")), "finding", f"Finding: {f['kind']}", f.get("hint", ""), f["id"])
-        )
-        if f.get("ack_at"):
-            title = f"Acknowledged by {f.get('ack_by')}"
-            out.append(_entry(_at(f["ack_at"]), "finding", title, f.get("ack_note") or "", f["id"]))
-        if f.get("resolved_at"):
-            out.append(_entry(_at(f["resolved_at"]), "finding", f"Resolved: {f['kind']}", "", f["id"]))
+        out.append(_entry(_second(f.first_seen), "finding", f"Finding: {f.kind}", f.hint, f.id))
+        if f.ack_at:
+            title = f"Acknowledged by {f.ack_by}"
+            out.append(_entry(_second(f.ack_at), "finding", title, f.ack_note or "", f.id))
+        if f.resolved_at:
+            out.append(_entry(_second(f.resolved_at), "finding", f"Resolved: {f.kind}", "", f.id))
     return out
 
 
@@ -141,8 +140,9 @@ def repair_entries(repairs: Iterable[dict]) -> list[dict]:
     ]
 
 
-def _at(iso_text: str | None) -> datetime | None:
-    return None if not iso_text else pd.Timestamp(iso_text).to_pydatetime()
+def _second(moment: datetime | None) -> datetime | None:
+    """A finding's time to the second, as DESIGN's JSON gives it."""
+    return None if moment is None else moment.replace(microsecond=0)
 
 
 def ordered(entries: Iterable[dict | None]) -> list[dict]:

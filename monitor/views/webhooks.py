@@ -4,6 +4,7 @@ delivery over the last 30 days."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
@@ -11,9 +12,10 @@ from sqlalchemy import Connection, Engine, bindparam, case, func, select
 
 from monitor.app_db import AppDatabase
 from monitor.config import Config
-from monitor.rules.outages import to_utc
+from monitor.rules.timefmt import to_utc
 from monitor.rules.webhook_health import (
     PAYMENT_EVENT_TYPES,
+    EndpointAudit,
     audit_endpoints,
     countdown_text,
     delivery_countdowns,
@@ -21,7 +23,7 @@ from monitor.rules.webhook_health import (
 )
 from monitor.store.models import Event, FindingRow
 from monitor.store.snapshot import read_endpoints
-from monitor.views.common import AppReads, epoch, frame, loads, plain
+from monitor.views.common import AppReads, epoch, frame, loads, named_frame, plain
 from monitor.views.discrepancies import CURRENT
 from monitor.views.payment_reads import events_by_id
 
@@ -118,6 +120,24 @@ def _daily(conn: Connection, *, now: datetime) -> pd.DataFrame:
     return df
 
 
+@dataclass(frozen=True)
+class WebhookOverview:
+    """The Webhooks screen. `audit`: monitor.rules.webhook_health.EndpointAudit for the expected URL;
+    `undelivered`: UNDELIVERED_COLUMNS (retry_left: time until Stripe stops retrying, NaT in test mode;
+    window_left: until the event leaves the 30-day Events list); `failed`: FAILED_COLUMNS (the app log's
+    latest row for the event); `missing`: MISSING_COLUMNS; `daily`: DAILY_COLUMNS for the last 30 days;
+    `counts`: {"undelivered", "failed", "missing"} in all (the tables show the newest `limit` of each);
+    `app_error`: why the app's log could not be read (None when it was)."""
+
+    audit: EndpointAudit
+    undelivered: pd.DataFrame
+    failed: pd.DataFrame
+    missing: pd.DataFrame
+    daily: pd.DataFrame
+    counts: dict[str, int]
+    app_error: str | None = None
+
+
 def webhook_overview(
     engine: Engine,
     app: AppDatabase,
@@ -126,15 +146,9 @@ def webhook_overview(
     now: datetime,
     expected_url: str | None,
     limit: int = 500,
-) -> dict:
-    """{"audit": monitor.rules.webhook_health.EndpointAudit for `expected_url` (the caller's: in demo mode the
-    demo's production URL),
-    "undelivered": UNDELIVERED_COLUMNS (retry_left: time until Stripe stops retrying, NaT in test mode;
-    window_left: until the event leaves the 30-day Events list), "failed": FAILED_COLUMNS (the app log's
-    latest row for the event), "missing": MISSING_COLUMNS, "daily": DAILY_COLUMNS for the last 30 days,
-    "counts": {"undelivered", "failed", "missing"} in all (the tables show the newest `limit` of each),
-    "app_error": why the app's log could not be read (None when it was)}. The tables come from the open and
-    acknowledged findings of those kinds."""
+) -> WebhookOverview:
+    """The Webhooks screen for `expected_url` (the caller's: in demo mode the demo's production URL), from
+    the open and acknowledged findings of the webhook kinds: see WebhookOverview."""
     now = to_utc(now)
     reads = AppReads()
     with engine.connect() as conn:
@@ -156,23 +170,19 @@ def webhook_overview(
             retry, window = delivery_countdowns(created, now=now, livemode=live)
             countdown = countdown_text(created, now=now, livemode=live)
         rows.append(
-            (
-                f["event_id"],
-                e.get("type"),
-                created,
-                e.get("pending_webhooks"),
-                f["payment_id"],
-                f["customer_email"],
-                f["amount"],
-                f["currency"],
-                retry,
-                window,
-                countdown,
-                f["id"],
-                f["status"],
-            )
+            {
+                **_about(f),
+                "type": e.get("type"),
+                "created": created,
+                "pending_webhooks": e.get("pending_webhooks"),
+                "amount": f["amount"],
+                "currency": f["currency"],
+                "retry_left": retry,
+                "window_left": window,
+                "countdown": countdown,
+            }
         )
-    undelivered_df = frame(rows, UNDELIVERED_COLUMNS, times=("created",))
+    undelivered_df = named_frame(rows, UNDELIVERED_COLUMNS, times=("created",))
     for column in ("retry_left", "window_left"):
         undelivered_df[column] = pd.to_timedelta(undelivered_df[column])
 
@@ -188,40 +198,43 @@ def webhook_overview(
         entry = latest.loc[f["event_id"]] if latest is not None and f["event_id"] in latest.index else None
         e = events.get(f["event_id"]) or {}
         rows.append(
-            (
-                f["event_id"],
-                e.get("type") or (None if entry is None else entry["type"]),
-                None if entry is None else plain(entry["received_at"]),
-                None if entry is None else plain(entry["error"]),
-                None if entry is None else int(entry["attempts"]),
-                f["payment_id"],
-                f["customer_email"],
-                f["id"],
-                f["status"],
-            )
+            {
+                **_about(f),
+                "type": e.get("type") or (None if entry is None else entry["type"]),
+                "received_at": None if entry is None else plain(entry["received_at"]),
+                "error": None if entry is None else plain(entry["error"]),
+                "attempts": None if entry is None else int(entry["attempts"]),
+            }
         )
-    failed_df = frame(rows, FAILED_COLUMNS, times=("received_at",))
+    failed_df = named_frame(rows, FAILED_COLUMNS, times=("received_at",))
 
     rows = [
-        (
-            f["event_id"],
-            (events.get(f["event_id"]) or {}).get("type"),
-            (events.get(f["event_id"]) or {}).get("created"),
-            f["payment_id"],
-            f["customer_email"],
-            f["hint"],
-            f["id"],
-            f["status"],
-        )
+        {
+            **_about(f),
+            "type": (events.get(f["event_id"]) or {}).get("type"),
+            "created": (events.get(f["event_id"]) or {}).get("created"),
+            "hint": f["hint"],
+        }
         for f in missing
     ]
-    missing_df = frame(rows, MISSING_COLUMNS, times=("created",))
+    missing_df = named_frame(rows, MISSING_COLUMNS, times=("created",))
+    return WebhookOverview(
+        audit=audit,
+        undelivered=undelivered_df,
+        failed=failed_df,
+        missing=missing_df,
+        daily=daily,
+        counts={"undelivered": n_undelivered, "failed": n_failed, "missing": n_missing},
+        app_error=reads.error,
+    )
+
+
+def _about(f: dict) -> dict:
+    """The columns every table of the screen takes from the finding itself."""
     return {
-        "audit": audit,
-        "undelivered": undelivered_df,
-        "failed": failed_df,
-        "missing": missing_df,
-        "daily": daily,
-        "counts": {"undelivered": n_undelivered, "failed": n_failed, "missing": n_missing},
-        "app_error": reads.error,
+        "event_id": f["event_id"],
+        "payment_id": f["payment_id"],
+        "customer_email": f["customer_email"],
+        "finding_id": f["id"],
+        "status": f["status"],
     }

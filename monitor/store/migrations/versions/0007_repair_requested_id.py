@@ -5,7 +5,7 @@ Revises: 0006
 Create Date: 2026-12-09 12:00:00.000000
 
 A repair claims, locks and records a payment by its canonical id (monitor.stripe_api.payment_state.canonical_id),
-whichever of its ids was given (issue 14); `repairs.requested_id` keeps the id as given. Rows written
+whichever of its ids was given; `repairs.requested_id` keeps the id as given. Rows written
 before were recorded by the id given, so that is their `requested_id` too.
 """
 
