@@ -10,7 +10,9 @@ import streamlit as st
 from monitor import actions
 from monitor.errors import MonitorError
 from monitor.rules.findings import AT_RISK_KINDS, KINDS
-from ui import context, data, status
+from monitor.views.finance import PARITY_DEFINITION
+from ui import charts as utc_charts
+from ui import context, data, incidents, status
 from ui.text import age, md_code, md_escape, money, short, utc
 
 SEVERITY_COLORS = alt.Scale(domain=["critical", "warning"], range=["#d62728", "#ff9f1c"])
@@ -23,6 +25,12 @@ who = context.page(
     "Is the path from a Stripe payment to the app's subscription row healthy right now, and who is affected?",
 )
 db = context.key()
+
+
+@st.fragment(run_every="30s")
+def status_line() -> None:
+    """The first thing on the page: the verdict `monitor check` gives, and what makes it so, worst first."""
+    incidents.show_status_line(data.status_strip(db), data.findings_summary(db))
 
 
 @st.fragment(run_every="30s")
@@ -132,26 +140,25 @@ def charts() -> None:
             )
             st.altair_chart(chart, width="stretch")
     with right:
-        st.subheader("Payment–subscription parity")
+        st.subheader("Payment–subscription parity", help=PARITY_DEFINITION)
         history = data.parity_history(db, 30)
         if history.empty:
             st.caption("No reconcile has run yet.")
         else:
             low = float(history["parity_pct"].min())
-            span = history["finished_at"].max() - history["finished_at"].min()
-            time_format = "%H:%M:%S" if span < pd.Timedelta(hours=6) else "%b %d %H:%M"
+            history = utc_charts.with_utc_text(history, "finished_at", "at")
             chart = (
                 alt.Chart(history)
                 .mark_line(point=True)
                 .encode(
-                    x=alt.X("finished_at:T", title="reconciled at (UTC)", axis=alt.Axis(format=time_format)),
+                    x=utc_charts.utc_axis("finished_at", "reconciled at (UTC)"),
                     y=alt.Y(
                         "parity_pct:Q",
                         title="payments with an active row (%)",
                         scale=alt.Scale(domain=[max(0.0, min(low - 1, 99.0)), 100]),
                     ),
                     tooltip=[
-                        alt.Tooltip("finished_at:T", title="at (UTC)", format="%Y-%m-%d %H:%M"),
+                        alt.Tooltip("at:N", title="at (UTC)"),
                         "payments",
                         "matched",
                         "parity_pct",
@@ -196,6 +203,8 @@ def run_checks(who: context.Operator) -> None:
     st.rerun()
 
 
+status_line()
+incidents.overview(db)
 live_status()
 affected_customers()
 live_numbers()

@@ -2,6 +2,10 @@
 call, never only by hiding a button. Activation is monitor.repair.activate itself (dry_run=True for the
 dialog's plan, then for real): it checks the role and keeps its own ledger.
 
+Recovering an incident ("Recover all", `python -m monitor recover`) is that same activation, one payment of
+the incident at a time (`plan_recovery`, `recover_incident`); each run is also a job_runs row
+"action:recover" with its counts.
+
 Acknowledgements, CSV exports and the runs asked for from the dashboard ("Run checks now", "Reconcile
 now") are recorded as job_runs rows (jobs "action:acknowledge", "action:export", "action:run-checks" and
 "action:reconcile", outcome ok or failed, the reason as the error, operator, role and what was asked in
@@ -14,16 +18,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select, update
 
-from monitor import pipeline, store
+from monitor import pipeline, repair, store
+from monitor.app_db import AppDatabase
 from monitor.clock import now_utc
 from monitor.config import ROLES, Config
 from monitor.errors import BadInput, MonitorError
-from monitor.repair import ACTIVATING_ROLES, role_of
+from monitor.repair import ACTIVATING_ROLES, STRATEGIES, RepairResult, role_of
+from monitor.rules.incidents import Incident
+from monitor.store import lifecycle
 from monitor.store.lifecycle import ACKNOWLEDGED, OPEN
 from monitor.store.models import FindingRow
+from monitor.views.incidents import find_incident
 
 # Who may do what: viewer reads, finance also exports, support also activates, acknowledges and runs the
 # checks, admin everything. Activation's own list is monitor.repair.ACTIVATING_ROLES. Running the checks is
@@ -39,6 +48,11 @@ EXPORT_JOB = "action:export"
 VIEW_JOB = "action:view"
 RUN_CHECKS_JOB = "action:run-checks"
 RECONCILE_JOB = "action:reconcile"
+RECOVER_JOB = "action:recover"
+RECOVERING_ROLES = ACTIVATING_ROLES
+# The findings a recovery closes for a customer whose subscription is active again: the webhooks that did
+# not reach the app. What they were about is now in place; the delivery itself stays as it was.
+WEBHOOK_DELIVERY_KINDS = ("webhook_missing", "webhook_undelivered", "webhook_failed")
 MAX_NOTE = 2000
 RUN_STEPS = ("sync", "reconcile", "check")
 
@@ -198,3 +212,243 @@ def _run_steps(config: Config, engine: Engine, progress: Callable[[str, float], 
             summary["errors"].append(f"{step}: {config.mask(str(e))}")
     progress("done", 1.0)
     return summary
+
+
+# --- recovering an incident ----------------------------------------------------------------------------
+
+
+def step_of(result: RepairResult) -> str:
+    """What one payment's repair did, or for a dry run would do, in one word: activate or create (a dry
+    run's plan), activated, created, already_active, refused, failed or in_progress."""
+    if result.outcome == "planned":
+        action = (result.plan or {}).get("action")
+        return {"activate": "activate", "create": "create"}.get(action, "already_active")
+    return result.outcome
+
+
+@dataclass
+class RecoveryPlan:
+    """What recovering `incident` would do: one dry-run RepairResult per recoverable payment (live at Stripe
+    now, each with its plan: the row to activate or create, or the reason it would be refused)."""
+
+    incident: Incident
+    operator: str
+    role: str | None
+    strategy: str
+    results: list[RepairResult] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many payments per step_of, in the order met."""
+        counts: dict[str, int] = {}
+        for r in self.results:
+            counts[step_of(r)] = counts.get(step_of(r), 0) + 1
+        return counts
+
+    @property
+    def refused(self) -> list[RepairResult]:
+        """The payments that are not (or would not be) done, each with its reason."""
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def amount(self) -> dict[str, int]:
+        """The money of the payments that are, or would be, done: minor units per currency."""
+        total: dict[str, int] = {}
+        for r in self.results:
+            state = r.stripe_state or {}
+            if r.ok and state.get("currency") and state.get("amount") is not None:
+                total[state["currency"]] = total.get(state["currency"], 0) + int(state["amount"])
+        return total
+
+    @property
+    def exit_status(self) -> int:
+        """DESIGN's exit status of `recover`: 0 when every payment is done or already active, else 1."""
+        return 1 if self.refused else 0
+
+
+@dataclass
+class Recovery(RecoveryPlan):
+    """What recovering `incident` did: one RepairResult per recoverable payment, and the webhook findings
+    closed for the customers whose subscription is active (their ids)."""
+
+    dry_run: bool = False
+    closed: list[str] = field(default_factory=list)
+
+
+def plan_recovery(
+    config: Config,
+    incident_id: str,
+    operator: str,
+    *,
+    strategy: str = "db",
+    engine: Engine | None = None,
+) -> RecoveryPlan:
+    """The dry run of recover_incident: repair.activate(dry_run=True) for each recoverable payment of the
+    incident (planned, already active, or refused with the reason). Nothing is written in the app's
+    database nor to the findings; the repairs ledger keeps each dry run, as it does every activation asked.
+    Raises BadInput (an unknown incident, a missing operator, an unknown strategy) and Forbidden."""
+    done = recover_incident(config, incident_id, operator, strategy=strategy, dry_run=True, engine=engine)
+    return RecoveryPlan(done.incident, done.operator, done.role, done.strategy, done.results)
+
+
+def recover_incident(
+    config: Config,
+    incident_id: str,
+    operator: str,
+    *,
+    strategy: str = "db",
+    dry_run: bool = False,
+    progress: Callable[[int, int, RepairResult], None] | None = None,
+    engine: Engine | None = None,
+) -> Recovery:
+    """Activate every recoverable payment of the incident through repair.activate, the one exactly-once
+    repair (re-checked live at Stripe, claimed per payment, serialized in the app's database), one payment
+    at a time in the order they were paid, calling progress(done, total, result) after each.
+
+    For each payment whose customer's subscription is active afterwards (activated, created or already
+    active) the open webhook findings about it are acknowledged with the note "recovered by repair #<ledger
+    id> (incident inc_…)": those of the payment, of its events, and those of its customer that name no
+    payment. Acknowledged, not resolved, so a reconcile that still sees the webhook missing from the app's
+    log does not reopen them (lifecycle.close_findings).
+
+    Safe to run twice, or from two places at once: a payment another run is repairing waits for that claim
+    and is then already active. Raises Forbidden up front for an operator who may not activate, BadInput
+    for a missing operator, an unknown strategy or an unknown incident (a resolved one has nothing to
+    recover: an empty Recovery)."""
+    operator = (operator or "").strip()
+    incident_id = (incident_id or "").strip()
+    own = engine is None
+    engine = engine or store.open_store(config.monitor_database_url)
+    try:
+        with store.RunRecorder(engine, RECOVER_JOB) as run:
+            role = role_of(config, operator) if operator else None
+            run.counts = {
+                "incident": incident_id[:100],
+                "operator": operator,
+                "role": role,
+                "dry_run": dry_run,
+            }
+            if not operator:
+                raise BadInput("an operator is required (who is recovering?)")
+            if role not in RECOVERING_ROLES:
+                raise Forbidden(
+                    f"{operator} may not recover incidents ({_role(role)}; support or admin may activate)"
+                )
+            if strategy not in STRATEGIES:
+                raise BadInput(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+            app = pipeline.open_app_database(config)
+            try:
+                recovery = _recover(
+                    config, engine, app, incident_id, operator, role, strategy, dry_run, progress
+                )
+            finally:
+                app.dispose()
+            run.counts.update(steps=recovery.counts, closed=len(recovery.closed))
+            return recovery
+    finally:
+        if own:
+            engine.dispose()
+
+
+def _recover(
+    config: Config,
+    engine: Engine,
+    app: AppDatabase,
+    incident_id: str,
+    operator: str,
+    role: str | None,
+    strategy: str,
+    dry_run: bool,
+    progress: Callable[[int, int, RepairResult], None] | None,
+) -> Recovery:
+    incident = find_incident(engine, app, config, incident_id, now=now_utc())
+    if incident is None:
+        raise BadInput(
+            f"no incident {incident_id!r} is known: `python -m monitor incidents` lists the open ones"
+        )
+    recovery = Recovery(incident, operator, role, strategy, dry_run=dry_run)
+    targets = _recoverable_payments(engine, incident)
+    if not targets:
+        return recovery
+    webhooks = _open_webhook_findings(engine)
+    # One Stripe connection for the whole run (in demo mode, one in-process emulator, not one per payment).
+    with pipeline.stripe_source(config) as stripe:
+        for n, target in enumerate(targets, 1):
+            result = repair.activate(
+                config,
+                target.payment_id,
+                operator,
+                strategy=strategy,
+                dry_run=dry_run,
+                engine=engine,
+                app=app,
+                source=lambda _config: contextlib.nullcontext(stripe),
+            )
+            recovery.results.append(result)
+            if not dry_run and result.ok:
+                recovery.closed += _close_webhook_findings(engine, webhooks, target, result, incident)
+            if progress is not None:
+                progress(n, len(targets), result)
+    return recovery
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A recoverable payment of an incident, with what its findings say of it."""
+
+    payment_id: str
+    customer_id: str | None
+    event_ids: frozenset[str]
+
+
+def _recoverable_payments(engine: Engine, incident: Incident) -> list[_Target]:
+    """The payments of the incident's recoverable findings that are still open, once each, oldest first."""
+    with engine.connect() as conn:
+        wanted = set(incident.recoverable_ids)
+        found = [
+            f for f in lifecycle.current_findings(conn, statuses=(OPEN,)) if f.id in wanted and f.payment_id
+        ]
+    found.sort(key=lambda f: (f.occurred_at is None, f.occurred_at or f.first_seen, f.payment_id))
+    targets: dict[str, _Target] = {}
+    for f in found:
+        known = targets.get(f.payment_id)
+        events = {f.event_id} if f.event_id else set()
+        targets[f.payment_id] = _Target(
+            f.payment_id,
+            (known.customer_id if known else None) or f.customer_id,
+            frozenset(events | (known.event_ids if known else set())),
+        )
+    return list(targets.values())
+
+
+def _open_webhook_findings(engine: Engine) -> list[lifecycle.StoredFinding]:
+    with engine.connect() as conn:
+        return lifecycle.current_findings(conn, statuses=(OPEN,), kinds=WEBHOOK_DELIVERY_KINDS)
+
+
+def _close_webhook_findings(
+    engine: Engine,
+    webhooks: list[lifecycle.StoredFinding],
+    target: _Target,
+    result: RepairResult,
+    incident: Incident,
+) -> list[str]:
+    """Acknowledge the open webhook findings of a payment whose customer is active now; the ids changed."""
+    state = result.stripe_state or {}
+    ids = {target.payment_id, result.payment_id, result.requested_id}
+    ids |= {state.get(k) for k in ("payment_id", "checkout_session_id", "invoice_id", "payment_intent_id")}
+    ids |= set(state.get("payment_intent_ids") or [])
+    ids.discard(None)
+    customer = target.customer_id or state.get("customer_id")
+    about = [
+        f.id
+        for f in webhooks
+        if (f.payment_id and f.payment_id in ids)
+        or (f.event_id and f.event_id in target.event_ids)
+        or (not f.payment_id and customer and f.customer_id == customer)
+    ]
+    if not about:
+        return []
+    note = f"recovered by repair #{result.ledger_id} (incident {incident.id})"
+    with engine.begin() as conn:
+        return lifecycle.close_findings(conn, about, note=note, by=result.operator, now=now_utc())

@@ -196,6 +196,77 @@ def cmd_repair(args, cfg) -> int:
     return result.exit_status
 
 
+def cmd_incidents(args, cfg) -> int:
+    from monitor import pipeline, store
+    from monitor.clock import now_utc
+    from monitor.errors import AppDatabaseError
+    from monitor.rules.timefmt import iso
+    from monitor.views.incidents import open_incidents
+
+    engine = store.open_store(cfg.monitor_database_url)
+    now = now_utc()
+    try:
+        app = pipeline.open_app_database(cfg)
+    except AppDatabaseError as e:  # incidents are still found; only the app-log causes need the app
+        _say(f"note: {e}; incidents are grouped without the app's webhook log", cfg, sys.stderr)
+        app = None
+    try:
+        incidents = open_incidents(engine, app, cfg, now=now)
+    finally:
+        if app is not None:
+            app.dispose()
+        engine.dispose()
+    if args.json:
+        out = {"generated_at": iso(now), "incidents": [i.to_json() for i in incidents]}
+        sys.stdout.write(printable_json(cfg.mask(json.dumps(out, ensure_ascii=False))) + "\n")
+        return 0
+    if not incidents:
+        _say("no open incidents")
+        return 0
+    _say(f"{len(incidents)} open incident{'s' if len(incidents) != 1 else ''}:")
+    _say(f"  {'ID':16} {'CAUSE':58} {'CUSTOMERS':>9} {'AT RISK':>14} {'RECOVERABLE':>11}")
+    for i in incidents:
+        risk = ", ".join(_money(v, k) for k, v in sorted(i.amount_at_risk.items())) or "-"
+        title = printable(i.cause.title(now=now))
+        _say(f"  {i.id:16} {title[:58]:58} {i.customers:>9} {risk:>14} {i.recoverable:>11}", cfg)
+        if i.cause.detail:
+            _say(f"  {'':16} {i.cause.detail}", cfg)
+    _say("recover one with: python -m monitor recover INCIDENT_ID --operator WHO [--dry-run]")
+    return 0
+
+
+def cmd_recover(args, cfg) -> int:
+    from monitor import actions, repair
+
+    def show(done: int, total: int, result) -> None:
+        label = repair.OUTCOMES[result.outcome].label
+        _say(f"[{done}/{total}] {result.payment_id} {label}: {result.reason}", cfg)
+        sys.stdout.flush()
+
+    recovery = actions.recover_incident(
+        cfg, args.incident_id, args.operator, strategy=args.strategy, dry_run=args.dry_run, progress=show
+    )
+    incident = recovery.incident
+    what = "dry run of recovering" if args.dry_run else "recovered"
+    if incident.status != "open":
+        _say(f"incident {incident.id} is {incident.status}: nothing to recover", cfg)
+        return 0
+    if not recovery.results:
+        _say(f"incident {incident.id} has no payment to recover (nothing paid is without access)", cfg)
+        return 0
+    counts = ", ".join(f"{n} {step.replace('_', ' ')}" for step, n in recovery.counts.items())
+    money = ", ".join(_money(v, k) for k, v in sorted(recovery.amount.items()))
+    _say(f"{what} incident {incident.id}: {counts}" + (f" ({money})" if money else ""), cfg)
+    if recovery.closed:
+        _say(f"  closed {len(recovery.closed)} webhook finding(s) of the customers now active", cfg)
+    if recovery.refused:
+        _say(f"  {len(recovery.refused)} not recovered:", cfg)
+        for r in recovery.refused:
+            _say(f"    {r.payment_id}: {repair.OUTCOMES[r.outcome].label}: {r.reason}", cfg)
+    _say(f"  every repair is in the repair ledger (operator {recovery.operator}, role {recovery.role})", cfg)
+    return recovery.exit_status
+
+
 def cmd_mapping_check(args, cfg) -> int:
     from monitor import pipeline
 
@@ -318,6 +389,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy", choices=("db", "webhook"), default="db", help="write the row (db) or re-send the event"
     )
     p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("incidents", help="the open findings grouped by cause: one incident per outage, …")
+    p.add_argument("--json", action="store_true", help="print DESIGN.md's JSON object")
+    p.set_defaults(func=cmd_incidents)
+
+    p = sub.add_parser(
+        "recover", help="activate every recoverable payment of an incident, once each, re-checked at Stripe"
+    )
+    p.add_argument("incident_id", metavar="INCIDENT_ID", help="an incident's id (inc_…) from `incidents`")
+    p.add_argument("--operator", required=True, help="who is doing this (checked against OPERATOR_ROLES)")
+    p.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    p.add_argument(
+        "--strategy",
+        choices=("db", "webhook"),
+        default="db",
+        help="write the rows (db) or re-send the events",
+    )
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("mapping", help="check the APP_SCHEMA mapping against the app's database")
     mapping_sub = p.add_subparsers(dest="mapping_command", required=True, metavar="SUBCOMMAND")

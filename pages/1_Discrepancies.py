@@ -11,10 +11,13 @@ import streamlit as st
 from monitor import actions
 from monitor.errors import MonitorError
 from monitor.rules.findings import KINDS
-from ui import activate, context, data, tables
-from ui.text import md_escape, money, one_line, short, utc, with_major
+from ui import activate, context, data, incidents, tables
+from ui.text import md_escape, money, one_line, short, too_long, utc, with_major
 
 PAGE_SIZES = (25, 50, 100)
+MAX_SEARCH = 320  # characters: an e-mail address at most, and any id
+SEARCH_CAP = 4 * MAX_SEARCH  # what the box takes, so a longer search is refused in words, not cut
+MAX_FINDING_ID = 64
 STATUSES = ("open", "acknowledged", "resolved")
 
 who = context.page(
@@ -26,18 +29,55 @@ db = context.key()
 cfg = context.config()
 
 # --- filters ---------------------------------------------------------------------------------------
+# Every filter, the page and the chosen finding live in the URL (bind="query-params", the key being the
+# parameter's name), so Back, Forward, reload and a shared link show the same list.
+
+
+def _first_page() -> None:
+    """A changed filter starts again at page 1 (only the person's change: Back restores the URL's page)."""
+    st.session_state["page"] = 1
+
+
 with st.container(border=True):
     text = st.text_input(
         "Search",
         placeholder="e-mail, payment id (cs_, in_, pi_), event id, kind or words of the hint",
-        max_chars=320,
-        key="disc:text",
+        max_chars=SEARCH_CAP,  # more than MAX_SEARCH: an over-long search is said, not silently cut
+        key="search",
+        bind="query-params",
+        on_change=_first_page,
     )
-    c1, c2, c3, c4 = st.columns([3, 2, 3, 2])
-    kinds = c1.multiselect("Kind", list(KINDS), key="disc:kinds", placeholder="any kind")
-    severities = c2.multiselect("Severity", ["critical", "warning"], key="disc:sev", placeholder="any")
-    statuses = c3.multiselect("Status", STATUSES, default=["open", "acknowledged"], key="disc:status")
-    dates = c4.date_input("Occurred between (UTC)", value=(), key="disc:dates", format="YYYY-MM-DD")
+    c1, c2, c3, c4, c5 = st.columns([3, 2, 3, 2, 1])
+    kinds = c1.multiselect(
+        "Kind", list(KINDS), key="kind", placeholder="any kind", bind="query-params", on_change=_first_page
+    )
+    severities = c2.multiselect(
+        "Severity",
+        ["critical", "warning"],
+        key="severity",
+        placeholder="any",
+        bind="query-params",
+        on_change=_first_page,
+    )
+    statuses = c3.multiselect(
+        "Status",
+        STATUSES,
+        default=["open", "acknowledged"],
+        key="status",
+        bind="query-params",
+        on_change=_first_page,
+    )
+    dates = c4.date_input(
+        "Occurred between (UTC)",
+        value=(),
+        key="dates",
+        format="YYYY-MM-DD",
+        bind="query-params",
+        on_change=_first_page,
+    )
+    size = c5.selectbox(
+        "Rows per page", PAGE_SIZES, index=1, key="size", bind="query-params", on_change=_first_page
+    )
 
 
 def _bounds(value) -> tuple[datetime | None, datetime | None]:
@@ -50,55 +90,84 @@ def _bounds(value) -> tuple[datetime | None, datetime | None]:
     return start, end
 
 
+text = (text or "").strip()
+if len(text) > MAX_SEARCH:
+    st.error(
+        md_escape(too_long("The search", len(text), MAX_SEARCH, SEARCH_CAP), None), icon=":material/error:"
+    )
+    st.stop()
 since, until = _bounds(dates)
+size = size or PAGE_SIZES[1]
 filters = (
     tuple(kinds) or None,
     tuple(severities) or None,
     tuple(statuses) or STATUSES,
     since,
     until,
-    text.strip(),
+    text,
 )
-size = st.session_state.get("disc:size", PAGE_SIZES[1])
-page_key = f"disc:page:{hash(filters)}:{size}"
-page_no = int(st.session_state.get(page_key, 1))
-frame, total = data.find_findings(db, *filters, size, (page_no - 1) * size)
+first, total = data.find_findings(db, *filters, size, 0)
 pages = max(1, -(-total // size))
+asked_page = str(st.query_params.get("page", "") or "")
 
+if st.toggle(
+    "Group by incident",
+    key="group",
+    bind="query-params",
+    help="The open findings by their cause (an outage, an endpoint problem, an app error), as on the Overview.",
+):
+    incidents.grouped(db)
+    st.stop()
 st.subheader(f"{total} finding{'s' if total != 1 else ''}")
-shown = with_major(tables.linkify(frame, "payment_id"), "amount")
-event = tables.show(
-    shown,
-    {
-        "severity": tables.text_col("Severity", width="small"),
-        "kind": tables.text_col("Kind"),
-        "status": tables.text_col("Status", width="small"),
-        "customer_email": tables.text_col("Customer"),
-        "amount_major": tables.money_col("Amount", frame["currency"].dropna().unique() if len(frame) else ()),
-        "currency": tables.text_col("Cur.", width="small"),
-        "payment_id": tables.link_col("Payment (Stripe)"),
-        "occurred_at": tables.time_col("Occurred (UTC)"),
-        "last_seen": tables.time_col("Last seen (UTC)"),
-        "hint": tables.text_col("Hint", width="large"),
-    },
-    key=f"disc:table:{hash(filters)}:{page_no}",
-    select=True,
-    empty="No finding matches these filters.",
-)
-left, right = st.columns([4, 1], vertical_alignment="center")
-with left:
-    if pages > 1:
-        st.pagination(pages, key=page_key, max_visible_pages=9)
-right.selectbox("Rows per page", PAGE_SIZES, key="disc:size", index=PAGE_SIZES.index(size))
+table_box = st.container()
+page_no = st.pagination(pages, key="page", bind="query-params", max_visible_pages=9) if pages > 1 else 1
+if asked_page and asked_page != str(page_no) and not (asked_page.isdigit() and 1 <= int(asked_page) <= pages):
+    st.warning(
+        f"There is no page {md_escape(asked_page, 20)} of this list: it has {pages}. Showing page {page_no}.",
+        icon=":material/link_off:",
+    )
+frame = first if page_no == 1 else data.find_findings(db, *filters, size, (page_no - 1) * size)[0]
+table_key = f"disc:table:{hash(filters)}:{size}:{page_no}"
+shown_ids = [str(i) for i in frame["id"]] if len(frame) else []
+
+
+def _choose() -> None:
+    """The chosen row becomes `?finding=` (a new history entry: Back returns to the list); none, none."""
+    rows = list(st.session_state[table_key].selection.rows or [])
+    if rows and rows[0] < len(shown_ids):
+        st.query_params["finding"] = shown_ids[rows[0]]
+    else:
+        st.query_params.pop("finding", None)
+
+
+with table_box:
+    shown = with_major(tables.linkify(frame, "payment_id"), "amount")
+    tables.show(
+        shown,
+        {
+            "severity": tables.text_col("Severity", width="small"),
+            "kind": tables.text_col("Kind"),
+            "status": tables.text_col("Status", width="small"),
+            "customer_email": tables.text_col("Customer"),
+            "amount_major": tables.money_col(
+                "Amount", frame["currency"].dropna().unique() if len(frame) else ()
+            ),
+            "currency": tables.text_col("Cur.", width="small"),
+            "payment_id": tables.link_col("Payment (Stripe)"),
+            "occurred_at": tables.time_col("Occurred (UTC)"),
+            "last_seen": tables.time_col("Last seen (UTC)"),
+            "hint": tables.text_col("Hint", width="large"),
+        },
+        key=table_key,
+        select=_choose,
+        empty="No finding matches these filters.",
+    )
 
 # --- the chosen finding ----------------------------------------------------------------------------
-chosen = None
-rows_selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
-if rows_selected and rows_selected[0] < len(frame):
-    chosen = str(frame.iloc[rows_selected[0]]["id"])
-    st.query_params["finding"] = chosen
-elif st.query_params.get("finding"):
-    chosen = str(st.query_params["finding"])[:64]
+chosen = str(st.query_params.get("finding") or "") or None
+if chosen is not None and len(chosen) > MAX_FINDING_ID:
+    st.error(f"No finding has an id that long ({len(chosen):,} characters).", icon=":material/error:")
+    st.stop()
 
 activate.render()
 
@@ -135,6 +204,7 @@ st.warning(md_escape(hint, 1500), icon=":material/explore:")
 if len(hint) > 1500:
     with st.expander("The whole hint"):
         st.code(hint, language=None, wrap_lines=True)
+incidents.of_finding(f.id)
 if f.ack_note:
     st.info(
         f"Acknowledged by {md_escape(f.ack_by)}: {md_escape(f.ack_note, 1000)}",

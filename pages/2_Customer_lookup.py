@@ -9,8 +9,11 @@ import streamlit as st
 from monitor import demo
 from monitor.errors import MonitorError
 from monitor.rules.findings import KINDS
-from ui import activate, context, data, tables
-from ui.text import md_code, md_escape, money, one_line, short, utc, with_major
+from ui import activate, context, data, incidents, tables
+from ui.text import md_code, md_escape, money, one_line, short, too_long, utc, with_major
+
+MAX_QUERY = 320  # characters: an e-mail address at most, and any id
+QUERY_CAP = 4 * MAX_QUERY  # what the box takes, so a longer query is refused in words, not silently cut
 
 context.page(
     "Customer lookup",
@@ -26,11 +29,12 @@ def _try_sample_customer() -> None:
     st.session_state["q"] = sample
 
 
-# The first text input on the page (a browser test types into it): keep it first.
+# The first text input on the page (a browser test types into it): keep it first. It lives in the URL
+# (`?q=`), so Back, Forward, reload and a link from the Overview show the same customer.
 query = st.text_input(
     "E-mail, Stripe id (cus_, cs_, pi_, in_, sub_, evt_) or the app's subscription row id",
     key="q",
-    max_chars=320,
+    max_chars=QUERY_CAP,
     placeholder="e.g. someone@example.com, cus_…, cs_…, pi_…, 412",
     bind="query-params",
 )
@@ -39,6 +43,12 @@ if not query:
     st.caption("Type what the ticket gives you and press Enter. E-mails match in any case.")
     if sample is not None:
         st.button("Try the demo's USD 149 customer", on_click=_try_sample_customer, icon=":material/person:")
+    st.stop()
+if len(query) > MAX_QUERY:
+    st.error(
+        md_escape(too_long("The e-mail or id", len(query), MAX_QUERY, QUERY_CAP), None),
+        icon=":material/error:",
+    )
     st.stop()
 
 try:
@@ -74,6 +84,7 @@ m[0].metric("Payments", len(payments))
 m[1].metric("Paid in all", ", ".join(money(a, cur) for cur, a in sorted(paid_total.items())) or "-")
 m[2].metric("Subscription rows", len(view.rows))
 m[3].metric("Open findings", len(view.findings))
+incidents.of_customer(view)
 
 # --- what needs doing --------------------------------------------------------------------------------
 status_of = dict(zip(payments["payment_id"], payments["status_in_app"], strict=True)) if len(payments) else {}

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from monitor.rules.timefmt import format_duration
-from ui import context, data, tables
+from ui import charts, context, data, tables
 from ui.text import md_escape, one_line
 
 context.page(
@@ -159,16 +159,17 @@ if daily is None or daily.empty:
     st.caption("No events in the last 30 days.")
 else:
     long = daily.melt(id_vars=["day"], value_vars=["delivered", "pending"], var_name="state", value_name="n")
+    long = charts.with_utc_text(long, "day", "date", "%Y-%m-%d")
     chart = (
         alt.Chart(long)
         .mark_bar()
         .encode(
-            x=alt.X("day:T", title="day (UTC)"),
+            x=charts.utc_axis("day", "day (UTC)"),
             y=alt.Y("n:Q", title="events", stack="zero"),
             color=alt.Color(
                 "state:N", scale=alt.Scale(domain=["delivered", "pending"], range=["#2ca02c", "#d62728"])
             ),
-            tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), "state", "n"],
+            tooltip=["date", "state", "n"],
         )
     )
     st.altair_chart(chart, width="stretch")

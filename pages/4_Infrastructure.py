@@ -9,7 +9,7 @@ import streamlit as st
 
 from monitor.clock import now_utc
 from monitor.rules.timefmt import format_duration
-from ui import context, data, settings, status, tables
+from ui import charts, context, data, settings, status, tables
 
 PERIODS = {"24 hours": 1, "7 days": 7, "30 days": 30}
 STATUS_SCALE = alt.Scale(
@@ -66,15 +66,16 @@ if outages:
         },
     )
     bars = table.assign(end=table["end"].fillna(pd.Timestamp(now)))
+    bars = charts.with_utc_text(charts.with_utc_text(bars, "start", "from"), "end", "to")
     chart = (
         alt.Chart(bars)
         .mark_bar()
         .encode(
-            x=alt.X("start:T", title="UTC"),
+            x=charts.utc_axis("start", "UTC"),
             x2="end:T",
             y=alt.Y("component:N", title=None),
             color=alt.Color("status:N", scale=STATUS_SCALE, legend=None),
-            tooltip=["component", "status", "duration", "error"],
+            tooltip=["component", "status", "from", "to", "duration", "error"],
         )
     )
     st.altair_chart(chart, width="stretch")
@@ -86,19 +87,15 @@ history = infra.get("history")
 if history is None or history.empty:
     st.caption("No probe results in this period.")
 else:
+    history = charts.with_utc_text(history, "checked_at", "checked")
     timeline = (
         alt.Chart(history)
         .mark_tick(thickness=3, size=18)
         .encode(
-            x=alt.X("checked_at:T", title="UTC"),
+            x=charts.utc_axis("checked_at", "UTC"),
             y=alt.Y("component:N", title=None),
             color=alt.Color("status:N", scale=STATUS_SCALE),
-            tooltip=[
-                alt.Tooltip("checked_at:T", format="%Y-%m-%d %H:%M"),
-                "component",
-                "status",
-                "latency_ms",
-            ],
+            tooltip=["checked", "component", "status", "latency_ms"],
         )
         .properties(title="Status of each probe")
     )
@@ -109,10 +106,10 @@ else:
             alt.Chart(latency)
             .mark_line()
             .encode(
-                x=alt.X("checked_at:T", title="UTC"),
+                x=charts.utc_axis("checked_at", "UTC"),
                 y=alt.Y("latency_ms:Q", title="latency (ms)"),
                 color=alt.Color("component:N"),
-                tooltip=[alt.Tooltip("checked_at:T", format="%Y-%m-%d %H:%M"), "component", "latency_ms"],
+                tooltip=["checked", "component", "latency_ms"],
             )
             .properties(title="Latency")
         )

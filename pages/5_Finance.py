@@ -10,10 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from monitor.clock import now_utc
-from ui import context, data, tables
+from monitor.views.finance import PARITY_DEFINITION
+from ui import charts, context, data, tables
 from ui.text import md_escape, money, with_major
 
 PERIODS = {"Day": "day", "Week": "week", "Month": "month"}
+PRESETS = ("Last month", "This month", "Last 30 days")
 
 context.page(
     "Finance",
@@ -23,22 +25,55 @@ context.page(
 db = context.key()
 
 today = now_utc().date()
-left, right = st.columns([1, 2])
+
+
+def preset_range(name: str, day: date) -> tuple[date, date]:
+    """The dates of a preset, as of `day` (UTC): last calendar month, this month so far, the last 30 days."""
+    if name == "Last month":
+        last = day.replace(day=1) - timedelta(days=1)
+        return last.replace(day=1), last
+    if name == "This month":
+        return day.replace(day=1), day
+    return day - timedelta(days=29), day
+
+
+def _apply_preset(name: str) -> None:
+    st.session_state["dates"] = preset_range(name, today)
+
+
+left, middle, right = st.columns([1, 2, 2], vertical_alignment="bottom")
 with left:
-    period_label = st.segmented_control("Period", list(PERIODS), default="Day", key="fin:period") or "Day"
-with right:
+    period_label = (
+        st.segmented_control("Period", list(PERIODS), default="Day", key="period", bind="query-params")
+        or "Day"
+    )
+with right:  # before the presets, which mark the one these dates are (the dates live in the URL)
     picked = st.date_input(
         "Payments made between (UTC)",
-        value=(today - timedelta(days=30), today),
+        value=preset_range(PRESETS[2], today),
         max_value=today,
-        key="fin:range",
+        key="dates",
         format="YYYY-MM-DD",
+        bind="query-params",
     )
+with middle:
+    chosen_days = tuple(picked) if isinstance(picked, (list, tuple)) else (picked,)
+    for column, name in zip(st.columns(len(PRESETS)), PRESETS, strict=True):
+        column.button(
+            name,
+            key=f"preset:{name}",
+            type="primary" if preset_range(name, today) == chosen_days else "secondary",
+            on_click=_apply_preset,
+            args=(name,),
+            width="stretch",
+            help="Dates in UTC. Last month: the whole calendar month before this one; this month: from its 1st.",
+        )
 days = [d for d in (picked if isinstance(picked, (list, tuple)) else [picked]) if isinstance(d, date)]
 if not days:
-    days = [today - timedelta(days=30), today]
+    days = list(preset_range(PRESETS[2], today))
 since = datetime.combine(days[0], time.min, UTC)
 until = datetime.combine(days[-1], time.max, UTC)
+st.caption(f"Every table and every CSV below is about {days[0]:%Y-%m-%d} to {days[-1]:%Y-%m-%d} (UTC).")
 period = PERIODS[period_label]
 fin = data.finance(db, period, since, until)
 stamp = f"{days[0]:%Y%m%d}-{days[-1]:%Y%m%d}"
@@ -63,10 +98,14 @@ for row in totals.to_dict("records"):
     cols[0].metric(f"Paid ({label})", money(row["paid_amount"], cur), help=f"{row['payments']} payments")
     cols[1].metric(f"Activated ({label})", money(row["activated_amount"], cur))
     cols[2].metric(f"At risk ({label})", money(row["at_risk_amount"], cur), help="paid, no active row")
-    cols[3].metric(f"Parity ({label})", f"{row['parity_pct']:.1f} %" if pd.notna(row["parity_pct"]) else "-")
+    cols[3].metric(
+        f"Parity ({label})",
+        f"{row['parity_pct']:.1f} %" if pd.notna(row["parity_pct"]) else "-",
+        help=PARITY_DEFINITION,
+    )
 
 # --- by period -------------------------------------------------------------------------------------
-st.subheader(f"Parity by {period}")
+st.subheader(f"Parity by {period}", help=PARITY_DEFINITION)
 parity = fin["parity"]
 shown = _majors(parity, "paid_amount", "activated_amount", "at_risk_amount")
 currencies = parity["currency"].dropna().unique() if len(parity) else ()
@@ -83,7 +122,7 @@ tables.show(
         "payments": st.column_config.NumberColumn("Payments", format="%d"),
         "activated_payments": st.column_config.NumberColumn("Activated", format="%d"),
         **money_cols,
-        "parity_pct": st.column_config.NumberColumn("Parity", format="%.1f %%"),
+        "parity_pct": st.column_config.NumberColumn("Parity", format="%.1f %%", help=PARITY_DEFINITION),
     },
     key="fin:parity",
     empty="No payment in this range.",
@@ -100,6 +139,7 @@ if len(parity):
             var_name="what",
             value_name="amount",
         )
+        long = charts.with_utc_text(long, "period_start", "from", "%Y-%m-%d")
         long["what"] = long["what"].map(
             {"activated_amount_major": "activated", "at_risk_amount_major": "at risk"}
         )
@@ -107,14 +147,14 @@ if len(parity):
             alt.Chart(long, title=f"Paid in {cur.upper()}")
             .mark_bar()
             .encode(
-                x=alt.X("period_start:T", title=f"{period} (UTC)"),
+                x=charts.utc_axis("period_start", f"{period} (UTC)"),
                 y=alt.Y("amount:Q", title=cur.upper(), stack="zero"),
                 color=alt.Color(
                     "what:N",
                     scale=alt.Scale(domain=["activated", "at risk"], range=["#2ca02c", "#d62728"]),
                     legend=alt.Legend(orient="bottom", title=None),
                 ),
-                tooltip=[alt.Tooltip("period_start:T", format="%Y-%m-%d"), "what", "amount"],
+                tooltip=["from", "what", "amount"],
             )
         )
         column.altair_chart(chart, width="stretch")
@@ -139,7 +179,8 @@ def issues(title: str, name: str, explain: str) -> None:
                 "Amount", frame["currency"].dropna().unique() if len(frame) else ()
             ),
             "currency": tables.text_col("Cur.", width="small"),
-            "first_seen": tables.time_col("Since (UTC)"),
+            "occurred_at": tables.time_col("Occurred (UTC)"),
+            "first_seen": tables.time_col("Found (UTC)"),
             "status": tables.text_col("Status", width="small"),
             "hint": tables.text_col("Hint", width="large"),
         },
@@ -154,12 +195,12 @@ def issues(title: str, name: str, explain: str) -> None:
 issues(
     "Refunded but still active",
     "refunded_but_active",
-    "Refunded in full, or the dispute was lost, and the app still gives access.",
+    "Refunded in full, or the dispute was lost, and the app still gives access: payments made in the range.",
 )
 issues(
     "Active without a payment",
     "active_without_payment",
-    "An active row in the app with no paid Stripe payment behind it.",
+    "An active row in the app with no paid Stripe payment behind it: rows created in the range.",
 )
 
 st.subheader("Totals per currency")
@@ -170,7 +211,7 @@ tables.show(
         "payments": st.column_config.NumberColumn("Payments", format="%d"),
         "activated_payments": st.column_config.NumberColumn("Activated", format="%d"),
         **money_cols,
-        "parity_pct": st.column_config.NumberColumn("Parity", format="%.1f %%"),
+        "parity_pct": st.column_config.NumberColumn("Parity", format="%.1f %%", help=PARITY_DEFINITION),
     },
     key="fin:totals",
     empty="No payment in this range.",

@@ -1,5 +1,6 @@
-"""Audit log: every repair and refusal (who, when, what Stripe said, the rows before and after), every job
-run with its error, and every alert sent."""
+"""Audit log: every repair and refusal (who, when, what Stripe said, the rows before and after), what the
+operators did (acknowledgements, exports, runs asked for), the background checks when asked for, and every
+alert sent. Readable columns; the raw JSON stays in the store."""
 
 from __future__ import annotations
 
@@ -16,10 +17,17 @@ context.page(
     "What the monitor and its operators did, newest first. Nothing here is ever edited.",
 )
 db = context.key()
-limit = st.selectbox(
-    "Show the newest", LIMITS, index=1, key="audit:limit", format_func=lambda n: f"{n} of each", width=240
+left, right = st.columns([1, 2], vertical_alignment="bottom")
+limit = left.selectbox(
+    "Show the newest", LIMITS, index=1, key="limit", format_func=lambda n: f"{n} of each", bind="query-params"
 )
-log = data.audit_log(db, limit)
+background = right.toggle(
+    "Background checks too (sync, reconcile, probes, the scheduler's jobs)",
+    key="background",
+    bind="query-params",
+    help="Off: only what operators did. On: also every run of the monitor's own checks.",
+)
+log = data.audit_log(db, limit, background)
 
 st.subheader("Repairs and refusals")
 repairs = log.get("repairs")
@@ -48,21 +56,25 @@ tables.show(
     empty="No repair has been attempted.",
 )
 
-st.subheader("Job runs")
+st.subheader("Operator actions and background checks" if background else "Operator actions")
 runs = log.get("job_runs")
-if runs is not None and len(runs) and "counts" in runs.columns:
-    runs = runs.assign(counts=runs["counts"].map(lambda c: c if isinstance(c, str) or c is None else str(c)))
 tables.show(
     runs,
     {
-        "job": tables.text_col("Job"),
-        "started_at": tables.time_col("Started (UTC)"),
-        "finished_at": tables.time_col("Finished (UTC)"),
+        "started_at": tables.time_col("When (UTC)"),
+        "job": tables.text_col("What"),
+        "operator": tables.text_col("Operator"),
+        "role": tables.text_col("Role", width="small"),
         "outcome": tables.text_col("Outcome", width="small"),
-        "error": tables.text_col("Error", width="medium"),
-        "counts": tables.text_col("Counts", width="large"),
+        "error": tables.text_col("Why it failed", width="medium"),
+        "details": tables.text_col("Details", width="large"),
+        "duration_s": st.column_config.NumberColumn("Took (s)", format="%.1f", width="small"),
     },
-    empty="No job has run.",
+    empty=(
+        "Nothing has run."
+        if background
+        else "No operator has acted yet. Turn on “Background checks too” for the monitor's own runs."
+    ),
 )
 
 st.subheader("Alerts sent")

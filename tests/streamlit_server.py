@@ -138,7 +138,14 @@ def sidebar_text(page) -> str:
 
 
 def sidebar_pages(page) -> dict[str, str]:
-    links = page.locator("[data-testid='stSidebarNav'] a")
-    return {
-        links.nth(i).inner_text().strip(): links.nth(i).get_attribute("href") for i in range(links.count())
-    }
+    """The dashboard's menu (ui/menu.py, st.page_link in the sidebar): {label: href}, Overview first."""
+    links = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
+    found = {}
+    for i in range(links.count()):
+        link = links.nth(i)
+        label = link.inner_text()
+        icon = link.locator("[data-testid='stIconMaterial']")
+        if icon.count():  # the icon is a ligature: its name is text
+            label = label.replace(icon.first.inner_text(), "", 1)
+        found[label.strip()] = link.get_attribute("href")
+    return found

@@ -210,7 +210,7 @@ def test_discrepancies_lists_findings_and_filters_them_in_sql(demo, use):
     table = at.dataframe[0].value
     assert "paid_without_subscription" in set(table["kind"])
     assert len(table) == 50  # one page of the demo's 60-odd findings
-    at.text_input(key="disc:text").input(INCIDENT_EMAIL).run()
+    at.text_input(key="search").input(INCIDENT_EMAIL).run()
     no_exception(at)
     table = at.dataframe[0].value
     assert set(table["customer_email"]) == {INCIDENT_EMAIL}
@@ -432,16 +432,23 @@ def test_finance_shows_parity_and_offers_every_table_as_csv(demo, use):
     parity = at.dataframe[0].value
     assert {"period_start", "payments", "paid_amount_major", "parity_pct"} <= set(parity.columns)
     assert len(at.get("download_button")) == 4
-    at.segmented_control(key="fin:period").set_value("Month").run()
+    at.segmented_control(key="period").set_value("Month").run()
     no_exception(at)
 
 
-def test_the_audit_log_shows_job_runs(demo, use):
+def test_the_audit_log_shows_operator_actions_and_background_checks_behind_a_filter(demo, use):
     use(demo)
     at = open_page(PAGES[5])
     no_exception(at)
+    runs = [df.value for df in at.dataframe if "job" in df.value.columns]
+    assert not runs or not ({"sync", "reconcile"} & set(runs[0]["job"]))  # operators' actions only
+    at.toggle(key="background").set_value(True).run()
+    no_exception(at)
     runs = next(df.value for df in at.dataframe if "job" in df.value.columns)
     assert {"sync", "reconcile"} <= set(runs["job"])
+    assert "counts" not in runs.columns  # readable columns, not JSON
+    reconcile = runs[runs["job"] == "reconcile"].iloc[0]
+    assert "parity_pct: " in reconcile["details"] and "{" not in reconcile["details"]
 
 
 # --- hostile text, CSV, Streamlit's settings ------------------------------------------------------------

@@ -419,3 +419,13 @@ def test_a_stored_finding_becomes_an_open_finding():
     )
     (incident,) = find_incidents([f], [REDIS_DOWN], now=NOW)
     assert incident.cause.kind == OUTAGE and incident.recoverable_ids == ("f1",)
+
+
+def test_a_finding_the_store_returns_is_taken_as_it_is():
+    from monitor.store.lifecycle import StoredFinding
+
+    f = finding("dana", occurred_at=at("12:50"))
+    stored = StoredFinding(**vars(f), first_seen=at("13:30"), last_seen=at("13:55"))
+    got = open_finding(stored)
+    assert (got.id, got.first_seen, got.seen, got.time) == (f.id, at("13:30"), at("13:55"), at("12:50"))
+    assert got.finding is stored

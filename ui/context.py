@@ -36,6 +36,7 @@ from monitor.config import SETTINGS, Config, ConfigError, load
 from monitor.errors import MonitorError
 from monitor.repair import ACTIVATING_ROLES, role_of
 from monitor.store.db import for_reading
+from ui import menu
 from ui.text import md_code, md_escape, short
 
 ACKNOWLEDGING_ROLES = actions.ACKNOWLEDGING_ROLES  # support and admin
@@ -299,6 +300,7 @@ def _error_details(cfg: Config) -> None:
 
 def _sidebar(cfg: Config, who: Operator) -> None:
     mode = "demo (built-in emulator)" if demo.active(cfg) else ("live" if cfg.livemode else "test")
+    menu.draw()
     with st.sidebar:
         st.caption(
             f"**Payment Parity Monitor**  \nStripe: {mode}  \nOperator: {md_code(who.name or 'nobody', 60)}"
@@ -335,14 +337,19 @@ def _sign_in_gate(cfg: Config, who: Operator) -> None:
 
 
 def page(title: str, icon: str, intro: str | None = None) -> Operator:
-    """Set up a page: config, title, the demo/read-only banner, the sign-in gate and the sidebar. Returns
-    the operator."""
-    st.set_page_config(page_title=f"{title} · Payment Parity Monitor", page_icon=icon, layout="wide")
+    """Set up a page: config, title, the menu, the demo/read-only banner, the sign-in gate and the sidebar.
+    Returns the operator. The tab's icon is a file served by the dashboard, never one fetched from the
+    internet (ui.menu.FAVICON)."""
+    st.set_page_config(
+        page_title=f"{title} · Payment Parity Monitor", page_icon=str(menu.FAVICON), layout="wide"
+    )
     cfg = config()
     _error_details(cfg)
     who = operator()
     _sidebar(cfg, who)
     st.title(f"{icon} {title}")
+    if title == menu.ENTRIES[0][1]:  # Streamlit runs the Overview for a URL naming no page
+        menu.say_if_unknown_page()
     if demo.active(cfg):
         st.info(
             f"**Demo mode**: the built-in Stripe emulator and the demo app database. You act as "

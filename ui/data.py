@@ -9,6 +9,7 @@ import streamlit as st
 
 from monitor import demo, views
 from monitor.clock import now_utc
+from monitor.views import incidents as incident_reads
 from ui import context
 
 STATUS_TTL = 10  # seconds: the status strip and the numbers on the Overview
@@ -99,8 +100,14 @@ def finance(db: tuple, period: str, since: datetime, until: datetime):
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def audit_log(db: tuple, limit: int):
-    return views.audit_log(context.reader(), limit=limit)
+def audit_log(db: tuple, limit: int, background: bool = False):
+    return views.audit_log(context.reader(), limit=limit, background=background)
+
+
+@st.cache_data(ttl=STATUS_TTL, show_spinner=False)
+def open_incidents(db: tuple):
+    """The open incidents (monitor.views.incidents), refreshed with the Overview's numbers."""
+    return incident_reads.open_incidents(context.reader(), context.app(), context.config(), now=now_utc())
 
 
 def stripe_url(object_id: str | None) -> str | None:

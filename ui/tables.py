@@ -50,11 +50,12 @@ def show(
     *,
     key: str | None = None,
     height: int | str = "auto",
-    select: bool = False,
+    select=False,
     empty: str = "Nothing here.",
 ):
-    """st.dataframe of `frame` restricted to (and ordered as) `columns`; returns the selection event when
-    `select`. An empty frame is said in words, not shown as an empty grid."""
+    """st.dataframe of `frame` restricted to (and ordered as) `columns`; one row can be chosen when `select`
+    is True (the page reruns and reads the returned event) or a callable (called before that rerun). An empty
+    frame is said in words, not shown as an empty grid."""
     if frame is None or frame.empty:
         st.caption(empty)
         return None
@@ -68,7 +69,7 @@ def show(
         column_config={c: columns[c] for c in order},
         key=key,
         height=height,
-        on_select="rerun" if select else "ignore",
+        on_select=select if callable(select) else ("rerun" if select else "ignore"),
         selection_mode="single-row",
     )
 

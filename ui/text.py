@@ -136,3 +136,11 @@ def to_csv(frame: pd.DataFrame) -> bytes:
     # cell can never start a new row that a spreadsheet would read as a formula.
     out.to_csv(buffer, index=False, lineterminator="\r\n")
     return buffer.getvalue().encode("utf-8")
+
+
+def too_long(what: str, length: int, limit: int, cap: int) -> str:
+    """One line saying `what` is over `limit` characters. The box takes at most `cap` (more than `limit`, so
+    a long paste is refused in words, never silently cut to a different search); at `cap` it may have been
+    longer still."""
+    count = f"{length:,}" if length < cap else f"{cap:,} or more"
+    return f"{what} is too long: {count} characters, at most {limit}. Shorten it."

@@ -85,9 +85,18 @@ class OpenFinding:
 _FINDING_FIELDS = tuple(f.name for f in fields(Finding))
 
 
-def open_finding(stored: Mapping) -> OpenFinding:
-    """An OpenFinding from one of the store's finding objects (DESIGN's JSON: ISO times, no `key`; the
-    Finding's key is then its id)."""
+def open_finding(stored: Finding | Mapping) -> OpenFinding:
+    """An OpenFinding from one of the store's findings: a Finding that also carries its lifecycle times
+    (monitor.store.lifecycle.StoredFinding: first_seen, last_seen), taken as it is, or DESIGN's JSON
+    object of one (ISO times, no `key`; the Finding's key is then its id)."""
+    if isinstance(stored, Finding):
+        return OpenFinding(
+            id=stored.id,
+            finding=stored,
+            first_seen=to_utc(stored.first_seen),
+            last_seen=getattr(stored, "last_seen", None),
+            occurred_at=stored.occurred_at,
+        )
     values = {k: stored.get(k) for k in _FINDING_FIELDS if k in stored}
     values["key"] = stored.get("key") or stored["id"]
     values["subscription_ids"] = list(stored.get("subscription_ids") or [])

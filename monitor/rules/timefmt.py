@@ -13,7 +13,9 @@ def to_utc(t: datetime) -> datetime:
 
 def iso(value: datetime | None) -> str | None:
     """A time as DESIGN's JSON writes it, `2026-11-26T11:20:00Z`, in UTC; None stays None."""
-    return None if value is None else to_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value is None:
+        return None
+    return to_utc(value).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def format_duration(d: timedelta) -> str:

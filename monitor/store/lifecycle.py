@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 
 import orjson
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from monitor.rules.findings import Finding
 from monitor.rules.timefmt import iso
@@ -126,6 +126,38 @@ def current_findings(
     return [StoredFinding.from_row(row) for row in conn.execute(q)]
 
 
+def recent_findings(conn: Connection, *, since: datetime) -> list[StoredFinding]:
+    """Findings open or acknowledged, and those resolved at or after `since`: what an incident that
+    resolved since then was made of."""
+    t = FindingRow.__table__
+    q = (
+        select(t)
+        .where(or_(t.c.status.in_((OPEN, ACKNOWLEDGED)), t.c.resolved_at >= since))
+        .order_by(t.c.severity, t.c.kind, t.c.first_seen)
+    )
+    return [StoredFinding.from_row(row) for row in conn.execute(q)]
+
+
+def close_findings(conn: Connection, ids: Collection[str], *, note: str, by: str, now: datetime) -> list[str]:
+    """Acknowledge the findings `ids` that are open, with `note` by `by`; the ids it changed. A
+    compare-and-set on `open`: a finding acknowledged or resolved meanwhile keeps its state and note.
+
+    Acknowledged, not resolved: a later reconcile that still detects the finding (a webhook the app never
+    processed stays missing from its log after the row was written another way) keeps it acknowledged,
+    where a resolved one would be reopened; one it no longer detects it resolves as usual."""
+    t = FindingRow.__table__
+    changed: list[str] = []
+    for chunk in _chunks(sorted(set(ids))):
+        rows = conn.execute(
+            update(t)
+            .where(t.c.id.in_(chunk), t.c.status == OPEN)
+            .values(status=ACKNOWLEDGED, ack_note=note, ack_by=by, ack_at=now)
+            .returning(t.c.id)
+        ).all()
+        changed += [r.id for r in rows]
+    return sorted(changed)
+
+
 @dataclass
 class StoredFinding(Finding):
     """A finding as the store keeps it: what the run found (a monitor.rules.findings.Finding, its `key` and
@@ -145,7 +177,7 @@ class StoredFinding(Finding):
         """From a row of the findings table: the run's fields from its payload, the lifecycle from its
         columns."""
         payload = orjson.loads(row.payload)
-        run = {f.name: payload[f.name] for f in fields(Finding) if f.name in payload}
+        run = {name: payload[name] for name in _RUN_FIELDS if name in payload}
         run.update(kind=row.kind, key=row.key, occurred_at=row.occurred_at)
         run["subscription_ids"] = list(run.get("subscription_ids") or [])
         return cls(**run, **{name: getattr(row, name) for name in _LIFECYCLE_FIELDS})
@@ -156,9 +188,12 @@ class StoredFinding(Finding):
         return bool(self.ack_note or self.ack_by)
 
     def to_json(self) -> dict:
-        """DESIGN's JSON object: the run's fields (Finding.to_dict without key and occurred_at), then the
-        lifecycle."""
-        d = {name: value for name, value in Finding.to_dict(self).items() if name not in _NOT_IN_JSON}
+        """DESIGN's JSON object: the run's fields (Finding.to_dict's order, without key and occurred_at),
+        then the lifecycle."""
+        d = {name: getattr(self, name) for name in _JSON_RUN_FIELDS}
+        d["subscription_ids"] = list(self.subscription_ids)
+        d["severity"] = self.severity
+        d["id"] = self.id
         d.update(
             status=self.status,
             first_seen=iso(self.first_seen),
@@ -173,5 +208,5 @@ class StoredFinding(Finding):
 
 # The lifecycle's fields, each a column of the findings table of the same name.
 _LIFECYCLE_FIELDS = tuple(f.name for f in fields(StoredFinding) if f.name not in _RUN_FIELDS)
-# Finding.to_dict's keys the JSON leaves out (the key is the id's source) or writes with the lifecycle.
-_NOT_IN_JSON = {"key", "occurred_at", *_LIFECYCLE_FIELDS}
+# The run's fields in the JSON (the key is the id's source; occurred_at is written with the lifecycle).
+_JSON_RUN_FIELDS = tuple(f.name for f in fields(Finding) if f.name not in ("key", "occurred_at"))

@@ -10,6 +10,7 @@ from monitor.views.audit import audit_log
 from monitor.views.customers import CustomerView, customer_lookup
 from monitor.views.discrepancies import FINDING_COLUMNS, FindingDetail, find_findings, finding_detail
 from monitor.views.finance import finance
+from monitor.views.incidents import find_incident, open_incidents
 from monitor.views.infrastructure import infrastructure
 from monitor.views.links import stripe_dashboard_url
 from monitor.views.status import (
@@ -32,10 +33,12 @@ __all__ = [
     "customer_lookup",
     "find_findings",
     "finance",
+    "find_incident",
     "finding_detail",
     "findings_summary",
     "freshness",
     "infrastructure",
+    "open_incidents",
     "parity_history",
     "snapshot_status",
     "status_strip",

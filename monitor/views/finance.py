@@ -14,6 +14,15 @@ from monitor.views.common import epoch, frame, loads, nullable_int
 from monitor.views.discrepancies import CURRENT
 
 PERIODS = ("day", "week", "month")
+# The one definition of parity, shown wherever a parity number is (the Overview's chart, the Finance page),
+# and what both compute: reconcile's summary (monitor.rules.reconcile) and finance() below.
+PARITY_DEFINITION = (
+    "Parity: the share of Stripe payments whose access in the app matches the money. A paid payment matches "
+    "when the app has an active subscription row for it; a payment refunded in full, or whose dispute was "
+    "lost, matches when it has none. Payments are counted by number, per currency, all in UTC."
+)
+# Findings that say a payment's access does not match its money (acknowledged ones still do not match).
+MISMATCH_KINDS = (*AT_RISK_KINDS, "refunded_but_active")
 PARITY_COLUMNS = (
     "period_start",
     "currency",
@@ -25,7 +34,17 @@ PARITY_COLUMNS = (
     "parity_pct",
 )
 TOTAL_COLUMNS = PARITY_COLUMNS[1:]
-ISSUE_COLUMNS = ("payment_id", "customer_email", "amount", "currency", "first_seen", "hint", "id", "status")
+ISSUE_COLUMNS = (
+    "payment_id",
+    "customer_email",
+    "amount",
+    "currency",
+    "occurred_at",
+    "first_seen",
+    "hint",
+    "id",
+    "status",
+)
 _f = FindingRow.__table__
 _payments = table(
     "payments",
@@ -51,12 +70,23 @@ def _per_day(conn: Connection, since: datetime, until: datetime) -> pd.DataFrame
         .exists()
         .label("at_risk")
     )
+    mismatched = (
+        select(_f.c.id)
+        .where(
+            _f.c.payment_id == p.c.payment_id,
+            _f.c.status.in_(CURRENT),
+            _f.c.kind.in_(MISMATCH_KINDS),
+        )
+        .exists()
+        .label("mismatched")
+    )
     inner = (
         select(
             (p.c.created // 86400).label("day"),
             func.lower(p.c.currency).label("currency"),
             func.coalesce(p.c.amount, 0).label("amount"),
             at_risk,
+            mismatched,
         )
         .where(p.c.created >= epoch(since), p.c.created <= epoch(until))
         .subquery()
@@ -70,10 +100,20 @@ def _per_day(conn: Connection, since: datetime, until: datetime) -> pd.DataFrame
             func.sum(case((risky, 0), else_=1)).label("activated_payments"),
             func.sum(inner.c.amount).label("paid_amount"),
             func.sum(case((risky, inner.c.amount), else_=0)).label("at_risk_amount"),
+            func.sum(case((inner.c.mismatched == true(), 0), else_=1)).label("matched_payments"),
         ).group_by(inner.c.day, inner.c.currency)
     ).all()
-    df = frame(rows, ("day", "currency", "payments", "activated_payments", "paid_amount", "at_risk_amount"))
-    for c in ("day", "payments", "activated_payments", "paid_amount", "at_risk_amount"):
+    names = (
+        "day",
+        "currency",
+        "payments",
+        "activated_payments",
+        "paid_amount",
+        "at_risk_amount",
+        "matched_payments",
+    )
+    df = frame(rows, names)
+    for c in names[:1] + names[2:]:
         df[c] = pd.to_numeric(df[c]).astype("int64")
     return df
 
@@ -89,12 +129,21 @@ def _period_start(days: pd.Series, period: str) -> pd.Series:
 
 def _with_parity(df: pd.DataFrame) -> pd.DataFrame:
     df = df.assign(activated_amount=df["paid_amount"] - df["at_risk_amount"])
-    pct = (100 * df["activated_payments"] / df["payments"].where(df["payments"] > 0)).round(1)
+    pct = (100 * df["matched_payments"] / df["payments"].where(df["payments"] > 0)).round(1)
     return df.assign(parity_pct=pct.astype("float64"))
 
 
-def _issues(conn: Connection, kind: str, limit: int) -> tuple[pd.DataFrame, dict[str, int], int]:
-    where = (_f.c.kind == kind, _f.c.status.in_(CURRENT))
+def _issues(
+    conn: Connection, kind: str, limit: int, since: datetime, until: datetime
+) -> tuple[pd.DataFrame, dict[str, int], int]:
+    # The range is the finding's occurred_at: the payment's time (refunded_but_active), or the app row's
+    # creation (active_without_payment), the same time the range picks payments by.
+    where = (
+        _f.c.kind == kind,
+        _f.c.status.in_(CURRENT),
+        _f.c.occurred_at >= since,
+        _f.c.occurred_at <= until,
+    )
     # The newest ids first, then their rows: sorting narrow rows, not their payloads.
     ids = conn.execute(
         select(_f.c.id).where(*where).order_by(_f.c.first_seen.desc(), _f.c.id.desc()).limit(limit)
@@ -106,6 +155,7 @@ def _issues(conn: Connection, kind: str, limit: int) -> tuple[pd.DataFrame, dict
             _f.c.customer_email,
             _f.c.amount,
             _f.c.currency,
+            _f.c.occurred_at,
             _f.c.first_seen,
             _f.c.payload,
             _f.c.id,
@@ -114,9 +164,9 @@ def _issues(conn: Connection, kind: str, limit: int) -> tuple[pd.DataFrame, dict
     ).all()
     rows = sorted(found, key=lambda r: position[r.id])
     df = frame(
-        [(*r[:5], loads(r.payload, {}).get("hint", ""), r.id, r.status) for r in rows],
+        [(*r[:6], loads(r.payload, {}).get("hint", ""), r.id, r.status) for r in rows],
         ISSUE_COLUMNS,
-        times=("first_seen",),
+        times=("occurred_at", "first_seen"),
     )
     totals = conn.execute(
         select(_f.c.currency, func.sum(_f.c.amount), func.count()).where(*where).group_by(_f.c.currency)
@@ -128,22 +178,23 @@ def _issues(conn: Connection, kind: str, limit: int) -> tuple[pd.DataFrame, dict
 
 
 def finance(engine: Engine, *, period: str, since: datetime, until: datetime, limit: int = 1000) -> dict:
-    """{"parity": PARITY_COLUMNS per period and currency, oldest first, for payments created in [since,
-    until] (both inclusive; weeks start on Monday, all in UTC), "totals": TOTAL_COLUMNS per currency over
-    the whole range, "refunded_but_active" and "active_without_payment": ISSUE_COLUMNS of the open and
-    acknowledged findings of that kind (all of them, not only the range's; the newest `limit`),
-    "refunded_but_active_totals" and "active_without_payment_totals": {currency: minor units} over all
-    of them, "refunded_but_active_count" and "active_without_payment_count": how many in all}.
+    """Everything for [since, until] (both inclusive, UTC): {"parity": PARITY_COLUMNS per period and
+    currency, oldest first, for payments created in the range (weeks start on Monday), "totals":
+    TOTAL_COLUMNS per currency over the whole range, "refunded_but_active" and "active_without_payment":
+    ISSUE_COLUMNS of the open and acknowledged findings of that kind that occurred in the range (the
+    newest `limit`), "refunded_but_active_totals" and "active_without_payment_totals": {currency: minor
+    units} over all of those, "refunded_but_active_count" and "active_without_payment_count": how many}.
 
     A payment counts as activated unless an open or acknowledged paid_without_subscription or
-    subscription_not_active finding is about it (an acknowledgement gives the customer nothing)."""
+    subscription_not_active finding is about it (an acknowledgement gives the customer nothing); parity is
+    PARITY_DEFINITION: a payment matches unless such a finding, or a refunded_but_active one, is about it."""
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     with engine.connect() as conn:
         days = _per_day(conn, since, until)
-        refunded, refunded_totals, refunded_count = _issues(conn, "refunded_but_active", limit)
-        orphans, orphan_totals, orphan_count = _issues(conn, "active_without_payment", limit)
-    sums = ["payments", "activated_payments", "paid_amount", "at_risk_amount"]
+        refunded, refunded_totals, refunded_count = _issues(conn, "refunded_but_active", limit, since, until)
+        orphans, orphan_totals, orphan_count = _issues(conn, "active_without_payment", limit, since, until)
+    sums = ["payments", "activated_payments", "paid_amount", "at_risk_amount", "matched_payments"]
     by_period = (
         days.assign(period_start=_period_start(days["day"], period))
         .groupby(["period_start", "currency"], as_index=False)[sums]
