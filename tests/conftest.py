@@ -95,6 +95,18 @@ def sqlite_store(sqlite_url):
     yield from _opened_store(sqlite_url)
 
 
+@pytest.fixture
+def page(browser):
+    """A 1400×1000 tab of the module's Chromium; a JavaScript error in the page fails the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium through Playwright, one per test module."""

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import REPO_ROOT, clean_env, free_port
+from tests.services import REPO_ROOT, clean_env, free_port, run_cli
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -138,14 +138,29 @@ def sidebar_text(page) -> str:
 
 
 def sidebar_pages(page) -> dict[str, str]:
-    """The dashboard's menu (ui/menu.py, st.page_link in the sidebar): {label: href}, Overview first."""
-    links = page.locator("[data-testid='stSidebar'] [data-testid='stPageLink'] a")
-    found = {}
-    for i in range(links.count()):
-        link = links.nth(i)
-        label = link.inner_text()
-        icon = link.locator("[data-testid='stIconMaterial']")
-        if icon.count():  # the icon is a ligature: its name is text
-            label = label.replace(icon.first.inner_text(), "", 1)
-        found[label.strip()] = link.get_attribute("href")
-    return found
+    """Streamlit's menu in the sidebar: {label: href}, the main page ("dashboard") first."""
+    links = page.locator("[data-testid='stSidebarNav'] a")
+    return {
+        links.nth(i).inner_text().strip(): links.nth(i).get_attribute("href") for i in range(links.count())
+    }
+
+
+@contextmanager
+def demo_dashboard(where: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """The demo, synced and reconciled by the CLI in `where`, served by `streamlit run dashboard.py`:
+    (URL, environment, where). Fails the test at once when Chromium is missing."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make system` installs Debian's chromium", pytrace=False)
+    env = clean_env(
+        {
+            "MONITOR_DATABASE_URL": f"sqlite:///{where / 'monitor.db'}",
+            "APP_DATABASE_URL": f"sqlite:///{where / 'app.db'}",
+        }
+    )
+    for step in (["sync"], ["reconcile"]):
+        done = run_cli(step, env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    with dashboard(env, where / "streamlit.log") as served:
+        yield served.url, env, where

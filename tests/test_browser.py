@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import streamlit_server
-from tests.services import clean_env, run_cli
+from tests.services import run_cli
 from tests.streamlit_server import go, main_text, settle, sidebar_pages
 from tests.stripe_cast import REDIS_ERROR
 
@@ -29,7 +29,7 @@ SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 CHROMIUM, CHROMIUM_ARGS = streamlit_server.CHROMIUM, streamlit_server.CHROMIUM_ARGS
 STAGING_URL = "https://staging.example-saas.com/stripe/webhook"
 PAGES = {
-    "Overview": "overview",
+    "dashboard": "overview",
     "Discrepancies": "discrepancies",
     "Customer lookup": "customer_lookup",
     "Webhooks": "webhooks",
@@ -48,31 +48,8 @@ def open_findings(env: dict[str, str]) -> list[dict]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
     """The demo, synced and reconciled by the CLI, served by `streamlit run dashboard.py`: (URL, env, dir)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make system` installs Debian's chromium", pytrace=False)
-    where = tmp_path_factory.mktemp("browser")
-    env = clean_env(
-        {
-            "MONITOR_DATABASE_URL": f"sqlite:///{where / 'monitor.db'}",
-            "APP_DATABASE_URL": f"sqlite:///{where / 'app.db'}",
-        }
-    )
-    for step in (["sync"], ["reconcile"]):
-        done = run_cli(step, env)
-        assert done.returncode == 0, done.stdout + done.stderr
-    with streamlit_server.dashboard(env, where / "streamlit.log") as served:
-        yield served.url, env, where
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    with streamlit_server.demo_dashboard(tmp_path_factory.mktemp("browser")) as served:
+        yield served
 
 
 def screenshot(page, name: str) -> None:
@@ -109,7 +86,7 @@ def test_every_page_opens_without_an_exception_and_the_first_shows_the_incident(
             assert STAGING_URL in text
         if name == "Infrastructure":
             assert REDIS_ERROR in text
-        if name != "Overview":
+        if name != "dashboard":
             screenshot(page, PAGES[name])
 
     finding = next(

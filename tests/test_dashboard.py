@@ -227,15 +227,21 @@ def test_two_stores_served_by_one_process_do_not_share_their_cached_findings(dem
     assert "No finding matches these filters." in all_text(at)
 
 
+def incident_finding(where: Path) -> str:
+    """The id of the demo's USD 149 finding: paid, and no subscription."""
+    con = sqlite3.connect(where / "monitor.db")
+    try:
+        return con.execute(
+            "SELECT id FROM findings WHERE kind = 'paid_without_subscription' AND customer_email = ?",
+            (INCIDENT_EMAIL,),
+        ).fetchone()[0]
+    finally:
+        con.close()
+
+
 def test_a_finding_shows_both_sides_its_hint_and_activate(demo, use):
     use(demo)
-    con = sqlite3.connect(demo / "monitor.db")
-    finding_id = con.execute(
-        "SELECT id FROM findings WHERE kind = 'paid_without_subscription' AND customer_email = ?",
-        (INCIDENT_EMAIL,),
-    ).fetchone()[0]
-    con.close()
-    at = open_page(PAGES[0], finding=finding_id)
+    at = open_page(PAGES[0], finding=incident_finding(demo))
     no_exception(at)
     assert any(REDIS_ERROR in unescaped(w.value) for w in at.warning)  # the root-cause hint
     assert {"Stripe side", "App side", "Timeline"} <= {s.value for s in at.subheader}

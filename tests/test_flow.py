@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import tomllib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,6 @@ from monitor.clock import now_utc
 from monitor.emulator.demo import INCIDENT_EMAIL
 from monitor.views.finance import PARITY_DEFINITION
 from tests import streamlit_server
-from tests.services import clean_env, run_cli
 from tests.streamlit_server import go, main_text, settle, sidebar_pages
 from tests.test_dashboard import PAGES, all_text, demo, no_exception, open_page, own_copy, use  # noqa: F401
 from ui import charts, menu
@@ -106,19 +104,6 @@ def test_an_unknown_page_is_recognised_behind_any_base_path(url, base, unknown):
 
 
 # --- the menu, the icon, the settings ---------------------------------------------------------------------
-
-
-def test_every_page_draws_the_menu_with_overview_first(demo, use):  # noqa: F811
-    use(demo)
-    for page in (None, PAGES[3]):
-        at = open_page(page)
-        no_exception(at)
-        labels = [e.proto.label for e in at.sidebar.get("page_link")]
-        assert labels == [label for _, label, _ in menu.ENTRIES]
-    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
-    assert config["client"]["showSidebarNavigation"] is False
-    assert [label for _, label, _ in menu.ENTRIES][0] == "Overview"
-    assert all((REPO_ROOT / script).is_file() for script, _, _ in menu.ENTRIES)
 
 
 def test_the_page_icon_is_a_file_of_the_dashboard_not_a_download():
@@ -234,60 +219,39 @@ def test_times_on_chart_axes_are_24_hour_utc():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, str]]]:
-    if not Path(streamlit_server.CHROMIUM).exists():
-        pytest.fail(f"{streamlit_server.CHROMIUM} is missing: `make system` installs it", pytrace=False)
-    where = tmp_path_factory.mktemp("flow")
-    env = clean_env(
-        {
-            "MONITOR_DATABASE_URL": f"sqlite:///{where / 'monitor.db'}",
-            "APP_DATABASE_URL": f"sqlite:///{where / 'app.db'}",
-        }
-    )
-    for step in (["sync"], ["reconcile"]):
-        done = run_cli(step, env)
-        assert done.returncode == 0, done.stdout + done.stderr
-    with streamlit_server.dashboard(env, where / "streamlit.log") as running:
-        yield running.url, env
+    with streamlit_server.demo_dashboard(tmp_path_factory.mktemp("flow")) as (url, env, _):
+        yield url, env
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_back_and_forward_keep_a_search_and_the_menu_starts_with_overview(served, browser):
+def test_back_and_forward_keep_a_search_and_the_icon_is_local(served, page):
     url, _ = served
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        go(page, url, "/")
-        links = sidebar_pages(page)
-        assert list(links)[0] == "Overview" and len(links) == len(menu.ENTRIES)
-        assert page.locator("[data-testid='stSidebarNav']").count() == 0  # Streamlit's own menu is hidden
-        icon = page.evaluate("() => document.querySelector(\"link[rel*='icon']\").href")
-        assert icon.startswith(url), icon  # served by the dashboard, not fonts.gstatic.com
+    go(page, url, "/")
+    links = sidebar_pages(page)
+    assert len(links) == len(menu.ENTRIES)  # Streamlit's own menu: every page
+    icon = page.evaluate("() => document.querySelector(\"link[rel*='icon']\").href")
+    assert icon.startswith(url), icon  # served by the dashboard, not fonts.gstatic.com
 
-        go(page, url, links["Discrepancies"])
-        box = page.locator("[data-testid='stTextInput'] input").first
-        box.fill(INCIDENT_EMAIL)
-        box.press("Enter")
-        settle(page)
-        assert "search=" in page.url and INCIDENT_EMAIL.split("@")[0] in page.url
-        go(page, url, links["Webhooks"])
-        page.go_back()
-        settle(page)
-        assert page.locator("[data-testid='stTextInput'] input").first.input_value() == INCIDENT_EMAIL
-        assert "search=" in page.url
-        page.go_forward()
-        settle(page)
-        assert "Endpoint audit" in main_text(page)
-        page.go_back()
-        settle(page)
-        page.reload()
-        settle(page)
-        assert page.locator("[data-testid='stTextInput'] input").first.input_value() == INCIDENT_EMAIL
+    go(page, url, links["Discrepancies"])
+    box = page.locator("[data-testid='stTextInput'] input").first
+    box.fill(INCIDENT_EMAIL)
+    box.press("Enter")
+    settle(page)
+    assert "search=" in page.url and INCIDENT_EMAIL.split("@")[0] in page.url
+    go(page, url, links["Webhooks"])
+    page.go_back()
+    settle(page)
+    assert page.locator("[data-testid='stTextInput'] input").first.input_value() == INCIDENT_EMAIL
+    assert "search=" in page.url
+    page.go_forward()
+    settle(page)
+    assert "Endpoint audit" in main_text(page)
+    page.go_back()
+    settle(page)
+    page.reload()
+    settle(page)
+    assert page.locator("[data-testid='stTextInput'] input").first.input_value() == INCIDENT_EMAIL
 
-        go(page, url, "/no_such_page")
-        assert "There is no page /no_such_page" in main_text(page)
-    finally:
-        context.close()
-    assert not errors, errors
+    go(page, url, "/no_such_page")
+    assert "There is no page /no_such_page" in main_text(page)

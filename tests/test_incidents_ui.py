@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from monitor.emulator.demo import DEMO_STAGING_WEBHOOK_URL, INCIDENT_EMAIL
 from tests import streamlit_server
 from tests import test_dashboard as dashboard
-from tests.services import clean_env, run_cli
+from tests.services import run_cli
 from tests.streamlit_server import main_text, settle
 from tests.test_browser import SCREENSHOTS, screenshot
 from tests.test_dashboard import (
@@ -171,13 +170,7 @@ def test_a_viewer_sees_recover_all_off_and_is_refused_anyway(own_copy, use):
 
 def test_a_finding_names_its_incidents_and_where_stripe_delivers(demo, use):
     use(demo)
-    con = sqlite3.connect(demo / "monitor.db")
-    finding_id = con.execute(
-        "SELECT id FROM findings WHERE kind = 'paid_without_subscription' AND customer_email = ?",
-        (INCIDENT_EMAIL,),
-    ).fetchone()[0]
-    con.close()
-    at = open_page(PAGES[0], finding=finding_id)
+    at = open_page(PAGES[0], finding=dashboard.incident_finding(demo))
     no_exception(at)
     text = all_text(at)
     assert "This finding is part of" in text and "Incident: redis:channels down" in text
@@ -222,29 +215,8 @@ def dialog_screenshot(dialog, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
-    where = tmp_path_factory.mktemp("incidents-browser")
-    env = clean_env(
-        {
-            "MONITOR_DATABASE_URL": f"sqlite:///{where / 'monitor.db'}",
-            "APP_DATABASE_URL": f"sqlite:///{where / 'app.db'}",
-        }
-    )
-    for step in (["sync"], ["reconcile"]):
-        done = run_cli(step, env)
-        assert done.returncode == 0, done.stdout + done.stderr
-    with streamlit_server.dashboard(env, where / "streamlit.log") as served:
-        yield served.url, env, where
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    with streamlit_server.demo_dashboard(tmp_path_factory.mktemp("incidents-browser")) as served:
+        yield served
 
 
 @pytest.mark.browser

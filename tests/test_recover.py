@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from monitor import actions, config, store
 from monitor.app_db import AppDatabase, load_mapping
@@ -22,6 +22,7 @@ from monitor.store.lifecycle import current_findings
 from monitor.views import find_incident, open_incidents
 from tests.conftest import REPO_ROOT
 from tests.services import clean_env, run_cli
+from tests.test_repair import subscriptions
 
 SUPPORT = "support@example.com"
 ROLES = "support@example.com=support,viewer@example.com=viewer"
@@ -74,15 +75,6 @@ class opened:
 
     def __exit__(self, *exc):
         self.engine.dispose()
-
-
-def subscriptions(app_url: str) -> list[dict]:
-    engine = create_engine(app_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(text("SELECT * FROM subscriptions ORDER BY id")).mappings()]
-    finally:
-        engine.dispose()
 
 
 def active_rows(app_url: str, payment_id: str) -> int:

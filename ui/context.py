@@ -300,7 +300,6 @@ def _error_details(cfg: Config) -> None:
 
 def _sidebar(cfg: Config, who: Operator) -> None:
     mode = "demo (built-in emulator)" if demo.active(cfg) else ("live" if cfg.livemode else "test")
-    menu.draw()
     with st.sidebar:
         st.caption(
             f"**Payment Parity Monitor**  \nStripe: {mode}  \nOperator: {md_code(who.name or 'nobody', 60)}"

@@ -1,7 +1,6 @@
-"""The dashboard's menu, drawn by every page (ui.context.page) in place of Streamlit's generated one, which
-names the main page after its script ("dashboard"); `client.showSidebarNavigation = false` in
-`.streamlit/config.toml` hides that one. DESIGN.md "Layout" forbids st.navigation while the screens live in
-pages/, so the menu is st.page_link, and a URL naming no page is said in one line on the Overview."""
+"""The dashboard's pages as Streamlit's own menu lists them (the main page first, then pages/ in their
+files' order), the page icon served by the dashboard itself, and the one line the Overview says for a URL
+that names no page (Streamlit then runs the Overview)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import streamlit as st
-from streamlit.errors import StreamlitPageNotFoundError
 
 from ui.text import md_code
 
@@ -35,18 +33,6 @@ def url_path(script: str) -> str:
         return ""
     stem = Path(script).stem
     return stem.split("_", 1)[1] if stem[:1].isdigit() and "_" in stem else stem
-
-
-def draw() -> None:
-    """The menu in the sidebar, the same on every page. A script run as the app in place of dashboard.py
-    (a test's page) has none of these pages, and gets no menu."""
-    with st.sidebar:
-        for script, label, icon in ENTRIES:
-            try:
-                st.page_link(script, label=label, icon=icon)
-            except StreamlitPageNotFoundError:
-                return
-        st.divider()
 
 
 def unknown_page(url: str | None, base: str = "") -> str | None:

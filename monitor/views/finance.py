@@ -55,31 +55,21 @@ _payments = table(
 )
 
 
+def _has_finding(p, kinds: tuple[str, ...], label: str):
+    """Whether the payment `p` has an open or acknowledged finding of `kinds`, as a labelled column."""
+    mine = select(_f.c.id).where(
+        _f.c.payment_id == p.c.payment_id, _f.c.status.in_(CURRENT), _f.c.kind.in_(kinds)
+    )
+    return mine.exists().label(label)
+
+
 def _per_day(conn: Connection, since: datetime, until: datetime) -> pd.DataFrame:
     """Payments created in [since, until] by UTC day and currency: counts and sums, in SQL."""
     p = _payments
     # Per payment an EXISTS through the findings' payment_id index: a join to the set of at-risk payments
     # makes SQLite scan that set once per payment.
-    at_risk = (
-        select(_f.c.id)
-        .where(
-            _f.c.payment_id == p.c.payment_id,
-            _f.c.status.in_(CURRENT),
-            _f.c.kind.in_(AT_RISK_KINDS),
-        )
-        .exists()
-        .label("at_risk")
-    )
-    mismatched = (
-        select(_f.c.id)
-        .where(
-            _f.c.payment_id == p.c.payment_id,
-            _f.c.status.in_(CURRENT),
-            _f.c.kind.in_(MISMATCH_KINDS),
-        )
-        .exists()
-        .label("mismatched")
-    )
+    at_risk = _has_finding(p, AT_RISK_KINDS, "at_risk")
+    mismatched = _has_finding(p, MISMATCH_KINDS, "mismatched")
     inner = (
         select(
             (p.c.created // 86400).label("day"),
