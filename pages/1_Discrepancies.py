@@ -145,14 +145,9 @@ with table_box:
     tables.show(
         shown,
         {
-            "severity": tables.text_col("Severity", width="small"),
-            "kind": tables.text_col("Kind"),
-            "status": tables.text_col("Status", width="small"),
+            **tables.kind_cols(),
             "customer_email": tables.text_col("Customer"),
-            "amount_major": tables.money_col(
-                "Amount", frame["currency"].dropna().unique() if len(frame) else ()
-            ),
-            "currency": tables.text_col("Cur.", width="small"),
+            **tables.amount_cols(frame),
             "payment_id": tables.link_col("Payment (Stripe)"),
             "occurred_at": tables.time_col("Occurred (UTC)"),
             "last_seen": tables.time_col("Last seen (UTC)"),

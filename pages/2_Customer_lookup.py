@@ -173,12 +173,9 @@ if len(findings):
 tables.show(
     findings,
     {
-        "severity": tables.text_col("Severity", width="small"),
-        "kind": tables.text_col("Kind"),
-        "status": tables.text_col("Status", width="small"),
+        **tables.kind_cols(),
         "payment_id": tables.text_col("Payment"),
-        "amount_major": tables.money_col("Amount", ["usd"]),
-        "currency": tables.text_col("Cur.", width="small"),
+        **tables.amount_cols(findings),
         "first_seen": tables.time_col("First seen (UTC)"),
         "hint": tables.text_col("Hint", width="large"),
     },

@@ -109,20 +109,21 @@ st.subheader(f"Parity by {period}", help=PARITY_DEFINITION)
 parity = fin["parity"]
 shown = _majors(parity, "paid_amount", "activated_amount", "at_risk_amount")
 currencies = parity["currency"].dropna().unique() if len(parity) else ()
-money_cols = {
+# The columns both parity tables (by period, per currency) show after their first.
+parity_cols = {
+    "currency": tables.text_col("Cur.", width="small"),
+    "payments": st.column_config.NumberColumn("Payments", format="%d"),
+    "activated_payments": st.column_config.NumberColumn("Activated", format="%d"),
     "paid_amount_major": tables.money_col("Paid", currencies),
     "activated_amount_major": tables.money_col("Activated", currencies),
     "at_risk_amount_major": tables.money_col("At risk", currencies),
+    "parity_pct": st.column_config.NumberColumn("Parity", format="%.1f %%", help=PARITY_DEFINITION),
 }
 tables.show(
     shown,
     {
         "period_start": st.column_config.DateColumn(f"{period.capitalize()} from (UTC)", format="YYYY-MM-DD"),
-        "currency": tables.text_col("Cur.", width="small"),
-        "payments": st.column_config.NumberColumn("Payments", format="%d"),
-        "activated_payments": st.column_config.NumberColumn("Activated", format="%d"),
-        **money_cols,
-        "parity_pct": st.column_config.NumberColumn("Parity", format="%.1f %%", help=PARITY_DEFINITION),
+        **parity_cols,
     },
     key="fin:parity",
     empty="No payment in this range.",
@@ -175,10 +176,7 @@ def issues(title: str, name: str, explain: str) -> None:
         {
             "payment_id": tables.link_col("Payment"),
             "customer_email": tables.text_col("Customer"),
-            "amount_major": tables.money_col(
-                "Amount", frame["currency"].dropna().unique() if len(frame) else ()
-            ),
-            "currency": tables.text_col("Cur.", width="small"),
+            **tables.amount_cols(frame),
             "occurred_at": tables.time_col("Occurred (UTC)"),
             "first_seen": tables.time_col("Found (UTC)"),
             "status": tables.text_col("Status", width="small"),
@@ -206,13 +204,7 @@ issues(
 st.subheader("Totals per currency")
 tables.show(
     _majors(totals, "paid_amount", "activated_amount", "at_risk_amount"),
-    {
-        "currency": tables.text_col("Cur.", width="small"),
-        "payments": st.column_config.NumberColumn("Payments", format="%d"),
-        "activated_payments": st.column_config.NumberColumn("Activated", format="%d"),
-        **money_cols,
-        "parity_pct": st.column_config.NumberColumn("Parity", format="%.1f %%", help=PARITY_DEFINITION),
-    },
+    parity_cols,
     key="fin:totals",
     empty="No payment in this range.",
 )

@@ -35,6 +35,21 @@ def text_col(label: str, **kw) -> st.column_config.Column:
     return st.column_config.TextColumn(label, **kw)
 
 
+def kind_cols() -> dict[str, st.column_config.Column]:
+    """A finding's severity, kind and status, as every list of findings shows them first."""
+    return {
+        "severity": text_col("Severity", width="small"),
+        "kind": text_col("Kind"),
+        "status": text_col("Status", width="small"),
+    }
+
+
+def amount_cols(frame: pd.DataFrame) -> dict[str, st.column_config.Column]:
+    """An amount (`amount_major`, formatted for the currencies in `frame`) and its currency."""
+    currencies = frame["currency"].dropna().unique() if len(frame) and "currency" in frame else ()
+    return {"amount_major": money_col("Amount", currencies), "currency": text_col("Cur.", width="small")}
+
+
 def linkify(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     """`frame` with each Stripe id in `columns` replaced by its dashboard URL (shown as the id)."""
     out = frame.copy()

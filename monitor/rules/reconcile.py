@@ -119,32 +119,6 @@ SUBSCRIPTION_COLUMNS: tuple[str, ...] = (
     "current_period_end",
 )
 SCOPES = ("all", "subscriptions")
-# The text columns of each frame (an empty id is no id).
-_TEXT_PAYMENT = (
-    "payment_id",
-    "source",
-    "checkout_session_id",
-    "payment_intent_id",
-    "invoice_id",
-    "stripe_subscription_id",
-    "stripe_subscription_status",
-    "customer_id",
-    "customer_email",
-    "currency",
-    "dispute_status",
-    "billing_reason",
-    "event_id",
-    "zero_reason",
-)
-_TEXT_ROW = (
-    "email",
-    "customer_id",
-    "checkout_session_id",
-    "payment_intent_id",
-    "stripe_subscription_id",
-    "currency",
-    "status",
-)
 
 
 @dataclass
@@ -180,6 +154,11 @@ def _row_dtype(column: str) -> str:
     if column in ("created_at", "activated_at", "current_period_end"):
         return "datetime64[us, UTC]"
     return "str"
+
+
+# The text columns of each frame (an empty id is no id), by the types above.
+_TEXT_PAYMENT = tuple(c for c in PAYMENT_COLUMNS if _payment_dtype(c) == "str")
+_TEXT_ROW = tuple(c for c in SUBSCRIPTION_COLUMNS if _row_dtype(c) == "str")
 
 
 def reconcile(
