@@ -37,9 +37,9 @@ def status_line() -> None:
 def live_status() -> None:
     """What is wrong right now, refreshed every 30 s without rerunning the page."""
     fresh = data.freshness(db)
-    if fresh["stale"]:
+    if fresh.stale:
         st.error(
-            f"**The monitor's data is stale.** {md_escape(fresh['message'], None)}",
+            f"**The monitor's data is stale.** {md_escape(fresh.message, None)}",
             icon=":material/schedule:",
         )
     st.subheader("Status of every component")
@@ -51,10 +51,10 @@ def live_numbers() -> None:
     fresh = data.freshness(db)
     summary = data.findings_summary(db)
     st.subheader("Open findings")
-    risk = summary.get("amount_at_risk") or {}
-    sev = summary.get("by_severity") or {}
+    risk = summary.amount_at_risk
+    sev = summary.by_severity
     cols = st.columns(3 + max(len(risk), 1))
-    cols[0].metric("Open findings", summary.get("open", 0), help="acknowledged ones are not counted")
+    cols[0].metric("Open findings", summary.open, help="acknowledged ones are not counted")
     cols[1].metric("Critical", sev.get("critical", 0))
     cols[2].metric("Warning", sev.get("warning", 0))
     if risk:
@@ -67,8 +67,8 @@ def live_numbers() -> None:
     else:
         cols[3].metric("At risk", "none")
     st.caption(
-        f"Last sync {age(fresh.get('last_sync_age_s'))} · last reconcile {age(fresh.get('last_reconcile_age_s'))}"
-        f" · last scheduled job {age(fresh.get('last_scheduled_run_age_s'))} · {summary.get('acknowledged', 0)}"
+        f"Last sync {age(fresh.last_sync_age_s)} · last reconcile {age(fresh.last_reconcile_age_s)}"
+        f" · last scheduled job {age(fresh.last_scheduled_run_age_s)} · {summary.acknowledged}"
         " acknowledged"
     )
 
@@ -122,7 +122,7 @@ def charts() -> None:
     with left:
         st.subheader("Open findings by kind")
         by_kind = pd.DataFrame(
-            [(k, n, KINDS.get(k, ("warning",))[0]) for k, n in (summary.get("by_kind") or {}).items()],
+            [(k, n, KINDS.get(k, ("warning",))[0]) for k, n in summary.by_kind.items()],
             columns=["kind", "open", "severity"],
         )
         if by_kind.empty:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from monitor.emulator.demo import DEMO_STAGING_WEBHOOK_URL, INCIDENT_EMAIL
+from monitor.views.status import FindingsSummary
 from tests import streamlit_server
 from tests import test_dashboard as dashboard
 from tests.services import run_cli
@@ -61,30 +62,34 @@ UP = [component("redis:channels", "up"), component("webhook_endpoint", "up"), co
     [
         (
             [component("webhook_endpoint", "down"), component("redis:channels", "down")],
-            {"by_kind": {"endpoint_misconfigured": 1}},
+            FindingsSummary(by_kind={"endpoint_misconfigured": 1}),
             STATUS_LINE,
         ),
         (
             [component("redis:channels", "degraded"), component("app_db", "down")],
-            {},
+            FindingsSummary(),
             "CRITICAL — app_db down, redis:channels degraded",
         ),
-        (UP, {"by_kind": {"endpoint_misconfigured": 1}}, "CRITICAL — webhook endpoint misconfigured"),
         (
             UP,
-            {
-                "by_kind": {"paid_without_subscription": 2, "webhook_missing": 3},
-                "by_severity": {"critical": 2, "warning": 3},
-            },
+            FindingsSummary(by_kind={"endpoint_misconfigured": 1}),
+            "CRITICAL — webhook endpoint misconfigured",
+        ),
+        (
+            UP,
+            FindingsSummary(
+                by_kind={"paid_without_subscription": 2, "webhook_missing": 3},
+                by_severity={"critical": 2, "warning": 3},
+            ),
             "CRITICAL — 2 critical findings open, 3 warning findings open",
         ),
         (
             UP,
-            {"by_kind": {"webhook_missing": 1}, "by_severity": {"warning": 1}},
+            FindingsSummary(by_kind={"webhook_missing": 1}, by_severity={"warning": 1}),
             "WARNING — 1 warning finding open",
         ),
-        ([*UP, component("scheduler", "unknown")], {}, "WARNING — scheduler unknown"),
-        (UP, {}, "OK — every component up, no open finding"),
+        ([*UP, component("scheduler", "unknown")], FindingsSummary(), "WARNING — scheduler unknown"),
+        (UP, FindingsSummary(), "OK — every component up, no open finding"),
     ],
     ids=[
         "down-and-endpoint",

@@ -170,14 +170,14 @@ def test_findings_summary_counts_what_the_findings_table_holds(demo):
     by_kind: dict[str, int] = {}
     for f in current:
         by_kind[f["kind"]] = by_kind.get(f["kind"], 0) + 1
-    assert summary["open"] == len(current) == sum(by_kind.values())
-    assert summary["by_kind"] == by_kind
-    assert summary["by_severity"] == {
+    assert summary.open == len(current) == sum(by_kind.values())
+    assert summary.by_kind == by_kind
+    assert summary.by_severity == {
         s: sum(n for k, n in by_kind.items() if KINDS[k][0] == s) for s in ("critical", "warning")
     }
-    assert summary["acknowledged"] == 0
-    assert summary["amount_at_risk"] == demo.report.summary["amount_at_risk"]
-    assert summary["amount_at_risk"]["usd"] >= 14900
+    assert summary.acknowledged == 0
+    assert summary.amount_at_risk == demo.report.summary["amount_at_risk"]
+    assert summary.amount_at_risk["usd"] >= 14900
 
 
 def test_parity_history_has_a_point_per_successful_reconcile_run(demo):
@@ -195,8 +195,8 @@ def test_parity_history_has_a_point_per_successful_reconcile_run(demo):
 def test_freshness_is_stale_until_a_sync_and_the_scheduler_have_run_recently(empty_store):
     at = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     first = views.freshness(empty_store, now=at, sync_interval=300, probe_interval=30)
-    assert first["stale"] and first["sync_stale"] and first["scheduler_stale"]
-    assert first["message"] == "Stale: no successful sync yet; the scheduler (python -m jobs) has never run"
+    assert first.stale and first.sync_stale and first.scheduler_stale
+    assert first.message == "Stale: no successful sync yet; the scheduler (python -m jobs) has never run"
 
     for job in ("sync", "reconcile", "jobs:probes"):
         with store.RunRecorder(empty_store, job):
@@ -206,17 +206,17 @@ def test_freshness_is_stale_until_a_sync_and_the_scheduler_have_run_recently(emp
     fresh = views.freshness(
         empty_store, now=last + timedelta(seconds=20), sync_interval=300, probe_interval=30
     )
-    assert not fresh["stale"]
-    assert fresh["last_sync_at"] is not None and fresh["last_scheduled_run_at"] is not None
-    assert fresh["last_sync_age_s"] <= 20
-    assert fresh["message"].startswith("Fresh: last sync")
+    assert not fresh.stale
+    assert fresh.last_sync_at is not None and fresh.last_scheduled_run_at is not None
+    assert fresh.last_sync_age_s <= 20
+    assert fresh.message.startswith("Fresh: last sync")
 
     later = views.freshness(
         empty_store, now=last + timedelta(minutes=20), sync_interval=300, probe_interval=30
     )
-    assert later["stale"] and later["sync_stale"] and later["scheduler_stale"]
-    assert "last successful sync 20 min ago (expected every 5 min)" in later["message"]
-    assert "the scheduler (python -m jobs) last ran a job 20 min ago" in later["message"]
+    assert later.stale and later.sync_stale and later.scheduler_stale
+    assert "last successful sync 20 min ago (expected every 5 min)" in later.message
+    assert "the scheduler (python -m jobs) last ran a job 20 min ago" in later.message
 
 
 # --- Discrepancies --------------------------------------------------------------------------------------
@@ -496,7 +496,7 @@ def test_webhook_overview_shows_the_staging_url_beside_the_expected_one_and_the_
 
     failed = overview.failed.set_index("event_id").loc[usd149["event_id"]]
     assert failed["error"] == REDIS_ERROR and failed["attempts"] == 1
-    counts = views.findings_summary(demo.engine)["by_kind"]
+    counts = views.findings_summary(demo.engine).by_kind
     assert overview.counts == {
         "undelivered": counts["webhook_undelivered"],
         "failed": counts["webhook_failed"],
@@ -679,7 +679,7 @@ def test_support_acknowledges_and_the_finding_stays_visible_with_its_note(empty_
     row = page.iloc[0]
     assert (row["id"], row["status"], row["ack_note"]) == (fid, "acknowledged", "customer refunded by phone")
     summary = views.findings_summary(empty_store)
-    assert (summary["open"], summary["acknowledged"]) == (0, 1)
+    assert (summary.open, summary.acknowledged) == (0, 1)
     assert [r.outcome for r in acknowledge_runs(empty_store)] == ["ok"]
     with empty_store.begin() as conn:  # the next reconcile still sees it: it stays acknowledged
         again = finding("test_ack")

@@ -20,6 +20,7 @@ from monitor.clock import now_utc
 from monitor.errors import MonitorError
 from monitor.rules.incidents import ENDPOINT, OUTAGE, Incident
 from monitor.rules.money import format_money
+from monitor.views.status import FindingsSummary
 from ui import activate, context, data, tables
 from ui.text import md_code, md_escape, money, one_line, short, utc, with_major
 
@@ -61,13 +62,13 @@ WRITES = ("activate", "create")
 # --- the status line ---------------------------------------------------------------------------------
 
 
-def status_line(strip: Iterable[Mapping], summary: Mapping) -> tuple[str, str]:
+def status_line(strip: Iterable[Mapping], summary: FindingsSummary) -> tuple[str, str]:
     """(verdict, one line): the verdict `monitor check` gives (pipeline.verdict) for these components and open
     findings, and what makes it so, worst first: components down, then the webhook endpoint problem, then
     components degraded; with none of those, the open findings, else the components whose state is unknown.
     'CRITICAL — redis:channels down, webhook endpoint misconfigured'."""
     strip = list(strip)
-    by_kind = dict(summary.get("by_kind") or {})
+    by_kind = dict(summary.by_kind)
     verdict = pipeline.verdict(
         [SimpleNamespace(status=str(c.get("status") or "unknown")) for c in strip], by_kind, store_read=True
     )
@@ -84,7 +85,7 @@ def status_line(strip: Iterable[Mapping], summary: Mapping) -> tuple[str, str]:
     )
     parts = named("down") + ([ENDPOINT_PROBLEM] if endpoint else []) + named("degraded")
     if not parts:
-        severity = summary.get("by_severity") or {}
+        severity = summary.by_severity
         for level in ("critical", "warning"):
             n = int(severity.get(level) or 0)
             if n:
@@ -96,7 +97,7 @@ def status_line(strip: Iterable[Mapping], summary: Mapping) -> tuple[str, str]:
     return verdict, f"{verdict} — " + (", ".join(parts) or "every component up, no open finding")
 
 
-def show_status_line(strip: list[dict], summary: dict) -> None:
+def show_status_line(strip: list[dict], summary: FindingsSummary) -> None:
     verdict, line = status_line(strip, summary)
     head, _, rest = line.partition(" — ")
     VERDICT_BOXES.get(verdict, st.info)(

@@ -34,10 +34,42 @@ def status_strip(engine: Engine) -> list[dict]:
         return latest_results(conn)
 
 
-def findings_summary(engine: Engine) -> dict:
-    """{"open": n, "acknowledged": n, "by_kind": {kind: n open}, "by_severity": {"critical": n, "warning": n}
-    (open), "amount_at_risk": {currency: minor units}} — at risk as `monitor check` counts it: open findings
-    of the kinds where money was taken and no access given."""
+@dataclass(frozen=True)
+class FindingsSummary:
+    """The findings in numbers: open and acknowledged; the open ones by kind (in KINDS' order) and by
+    severity; the amount at risk per currency in minor units, as `monitor check` counts it (open findings of
+    the kinds where money was taken and no access given)."""
+
+    open: int = 0
+    acknowledged: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    by_severity: dict[str, int] = field(default_factory=dict)
+    amount_at_risk: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How fresh the monitor's own data is: when the last successful sync and reconcile finished and the
+    last scheduled job started (None: never), their ages in seconds, whether sync or the scheduler is stale,
+    and one line saying so."""
+
+    last_sync_at: datetime | None
+    last_reconcile_at: datetime | None
+    last_scheduled_run_at: datetime | None
+    last_sync_age_s: float | None
+    last_reconcile_age_s: float | None
+    last_scheduled_run_age_s: float | None
+    sync_stale: bool
+    scheduler_stale: bool
+    message: str
+
+    @property
+    def stale(self) -> bool:
+        return self.sync_stale or self.scheduler_stale
+
+
+def findings_summary(engine: Engine) -> FindingsSummary:
+    """The open and acknowledged findings in numbers (FindingsSummary)."""
     with engine.connect() as conn:
         counts = conn.execute(
             # By kind only, answered from the (status, kind) index alone: a kind's severity is fixed.
@@ -65,13 +97,13 @@ def findings_summary(engine: Engine) -> dict:
             severity = KINDS[kind][0] if kind in KINDS else WARNING
             by_kind[kind] = by_kind.get(kind, 0) + n
             by_severity[severity] = by_severity.get(severity, 0) + n
-    return {
-        "open": totals[OPEN],
-        "acknowledged": totals[ACKNOWLEDGED],
-        "by_kind": by_kind,
-        "by_severity": by_severity,
-        "amount_at_risk": {currency: int(total) for currency, total in sorted(risk)},
-    }
+    return FindingsSummary(
+        open=totals[OPEN],
+        acknowledged=totals[ACKNOWLEDGED],
+        by_kind=by_kind,
+        by_severity=by_severity,
+        amount_at_risk={currency: int(total) for currency, total in sorted(risk)},
+    )
 
 
 def parity_history(engine: Engine, *, since: datetime, max_points: int = MAX_PARITY_POINTS) -> pd.DataFrame:
@@ -108,10 +140,8 @@ def _newest(conn, jobs: tuple[str, ...], *, ok_only: bool, column) -> datetime |
     return max(found) if found else None
 
 
-def freshness(engine: Engine, *, now: datetime, sync_interval: int, probe_interval: int) -> dict:
-    """How fresh the monitor's own data is. {"last_sync_at", "last_reconcile_at", "last_scheduled_run_at"
-    (datetimes or None), "last_sync_age_s", "last_reconcile_age_s", "last_scheduled_run_age_s" (seconds or
-    None), "sync_stale", "scheduler_stale", "stale" (bools), "message" (one line)}.
+def freshness(engine: Engine, *, now: datetime, sync_interval: int, probe_interval: int) -> Freshness:
+    """How fresh the monitor's own data is (Freshness).
 
     Stale: no successful sync within 2 × sync_interval + 60 s, or no run of a scheduled job (any outcome:
     the scheduler's heartbeat, as `check` reads it) within 2 × min(sync_interval, probe_interval)."""
@@ -150,18 +180,17 @@ def freshness(engine: Engine, *, now: datetime, sync_interval: int, probe_interv
         message = "Stale: " + "; ".join(problems)
     else:
         message = f"Fresh: last sync {ago(sync_age)}, last scheduled run {ago(scheduled_age)}"
-    return {
-        "last_sync_at": last_sync,
-        "last_reconcile_at": last_reconcile,
-        "last_scheduled_run_at": last_scheduled,
-        "last_sync_age_s": sync_age,
-        "last_reconcile_age_s": age(last_reconcile),
-        "last_scheduled_run_age_s": scheduled_age,
-        "sync_stale": sync_stale,
-        "scheduler_stale": scheduler_stale,
-        "stale": sync_stale or scheduler_stale,
-        "message": message,
-    }
+    return Freshness(
+        last_sync_at=last_sync,
+        last_reconcile_at=last_reconcile,
+        last_scheduled_run_at=last_scheduled,
+        last_sync_age_s=sync_age,
+        last_reconcile_age_s=age(last_reconcile),
+        last_scheduled_run_age_s=scheduled_age,
+        sync_stale=sync_stale,
+        scheduler_stale=scheduler_stale,
+        message=message,
+    )
 
 
 @dataclass(frozen=True)
