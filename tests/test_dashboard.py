@@ -111,15 +111,20 @@ def all_text(at: AppTest) -> str:
     return unescaped("\n".join(parts))
 
 
-def incident_payment(where: Path) -> str:
+def _incident(where: Path, column: str) -> str:
+    """A column of the demo's USD 149 finding (paid, and no subscription) in the store at `where`."""
     con = sqlite3.connect(where / "monitor.db")
     try:
         return con.execute(
-            "SELECT payment_id FROM findings WHERE kind = 'paid_without_subscription' AND customer_email = ?",
+            f"SELECT {column} FROM findings WHERE kind = 'paid_without_subscription' AND customer_email = ?",
             (INCIDENT_EMAIL,),
         ).fetchone()[0]
     finally:
         con.close()
+
+
+def incident_payment(where: Path) -> str:
+    return _incident(where, "payment_id")
 
 
 def rows_for(where: Path, payment_id: str) -> list[tuple]:
@@ -228,15 +233,7 @@ def test_two_stores_served_by_one_process_do_not_share_their_cached_findings(dem
 
 
 def incident_finding(where: Path) -> str:
-    """The id of the demo's USD 149 finding: paid, and no subscription."""
-    con = sqlite3.connect(where / "monitor.db")
-    try:
-        return con.execute(
-            "SELECT id FROM findings WHERE kind = 'paid_without_subscription' AND customer_email = ?",
-            (INCIDENT_EMAIL,),
-        ).fetchone()[0]
-    finally:
-        con.close()
+    return _incident(where, "id")
 
 
 def test_a_finding_shows_both_sides_its_hint_and_activate(demo, use):
