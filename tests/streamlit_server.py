@@ -138,7 +138,7 @@ def sidebar_text(page) -> str:
 
 
 def sidebar_pages(page) -> dict[str, str]:
-    """Streamlit's menu in the sidebar: {label: href}, the main page ("dashboard") first."""
+    """Streamlit's menu in the sidebar: {label: href}, the main page ("Overview") first."""
     links = page.locator("[data-testid='stSidebarNav'] a")
     return {
         links.nth(i).inner_text().strip(): links.nth(i).get_attribute("href") for i in range(links.count())

@@ -29,7 +29,7 @@ SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 CHROMIUM, CHROMIUM_ARGS = streamlit_server.CHROMIUM, streamlit_server.CHROMIUM_ARGS
 STAGING_URL = "https://staging.example-saas.com/stripe/webhook"
 PAGES = {
-    "dashboard": "overview",
+    "Overview": "overview",
     "Discrepancies": "discrepancies",
     "Customer lookup": "customer_lookup",
     "Webhooks": "webhooks",
@@ -86,7 +86,7 @@ def test_every_page_opens_without_an_exception_and_the_first_shows_the_incident(
             assert STAGING_URL in text
         if name == "Infrastructure":
             assert REDIS_ERROR in text
-        if name != "dashboard":
+        if name != "Overview":
             screenshot(page, PAGES[name])
 
     finding = next(

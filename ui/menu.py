@@ -11,7 +11,8 @@ import streamlit as st
 
 from ui.text import md_code
 
-# (script, label, icon): the Overview first, then pages/ in their files' order.
+# (script, label, icon): the Overview first (dashboard.py links to Overview.py, whose name the menu shows),
+# then pages/ in their files' order.
 ENTRIES = (
     ("dashboard.py", "Overview", ":material/monitor_heart:"),
     ("pages/1_Discrepancies.py", "Discrepancies", ":material/rule:"),
