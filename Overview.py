@@ -13,8 +13,7 @@ import streamlit as st
 
 from monitor import actions
 from monitor.errors import MonitorError
-from monitor.rules.findings import AT_RISK_KINDS, KINDS
-from monitor.views.finance import PARITY_DEFINITION
+from monitor.rules.findings import AT_RISK_KINDS, KINDS, PARITY_DEFINITION
 from ui import charts as utc_charts
 from ui import context, data, incidents, status
 from ui.text import age, md_code, md_escape, money, short, utc

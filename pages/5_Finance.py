@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from monitor.clock import now_utc
-from monitor.views.finance import PARITY_DEFINITION
+from monitor.rules.findings import PARITY_DEFINITION
 from ui import charts, context, data, tables
 from ui.text import md_escape, money, with_major
 
@@ -114,6 +114,7 @@ parity_cols = {
     "currency": tables.text_col("Cur.", width="small"),
     "payments": st.column_config.NumberColumn("Payments", format="%d"),
     "activated_payments": st.column_config.NumberColumn("Activated", format="%d"),
+    "matched_payments": st.column_config.NumberColumn("Matched", format="%d", help=PARITY_DEFINITION),
     "paid_amount_major": tables.money_col("Paid", currencies),
     "activated_amount_major": tables.money_col("Activated", currencies),
     "at_risk_amount_major": tables.money_col("At risk", currencies),

@@ -3,6 +3,7 @@ it: synced, reconciled and checked once (Redis down, as in the incident), on SQL
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
@@ -564,7 +565,8 @@ def test_finance_parity_per_period_adds_up_to_the_totals(demo, period):
     since = now - timedelta(days=3650)
     result = views.finance(demo.engine, period=period, since=since, until=now)
     parity, totals = result["parity"], result["totals"].set_index("currency")
-    sums = parity.groupby("currency")[["payments", "paid_amount", "activated_amount", "at_risk_amount"]].sum()
+    counts = ["payments", "matched_payments", "paid_amount", "activated_amount", "at_risk_amount"]
+    sums = parity.groupby("currency")[counts].sum()
     assert sums.to_dict() == totals[sums.columns].to_dict()
     assert (parity["activated_amount"] <= parity["paid_amount"]).all()
     assert (parity["activated_amount"] + parity["at_risk_amount"] == parity["paid_amount"]).all()
@@ -572,11 +574,27 @@ def test_finance_parity_per_period_adds_up_to_the_totals(demo, period):
     with demo.engine.connect() as conn:
         payments = conn.execute(text("SELECT COUNT(*) FROM payments")).scalar()
     assert totals["payments"].sum() == payments == demo.report.summary["payments"]
+    # One definition of parity (PARITY_DEFINITION): the reconcile's summary and Finance count the same.
+    assert totals["matched_payments"].sum() == demo.report.summary["matched"] < payments
     assert totals.loc["usd", "at_risk_amount"] == demo.report.summary["amount_at_risk"]["usd"]
     if period == "week":
         assert (parity["period_start"].dt.day_of_week == 0).all()
     if period == "month":
         assert (parity["period_start"].dt.day == 1).all()
+
+
+def test_with_payment_scope_subscriptions_finance_counts_what_the_reconcile_counts(fresh_demo):
+    cfg = dataclasses.replace(fresh_demo.cfg, payment_scope="subscriptions")
+    report = pipeline.run_reconcile(cfg, fresh_demo.engine)
+    now = now_utc()
+    totals = views.finance(
+        fresh_demo.engine, period="month", since=now - timedelta(days=3650), until=now, scope="subscriptions"
+    )["totals"]
+    everything = views.finance(fresh_demo.engine, period="month", since=now - timedelta(days=3650), until=now)
+    assert 0 < totals["payments"].sum() == report.summary["payments"] < everything["totals"]["payments"].sum()
+    assert totals["matched_payments"].sum() == report.summary["matched"]
+    with pytest.raises(ValueError, match="scope"):
+        views.finance(fresh_demo.engine, period="month", since=now, until=now, scope="some")
 
 
 def test_finance_lists_refunded_but_active_and_active_without_payment_with_totals(demo):

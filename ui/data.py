@@ -96,7 +96,8 @@ def infrastructure(db: tuple, days: int):
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def finance(db: tuple, period: str, since: datetime, until: datetime):
-    return views.finance(context.reader(), period=period, since=since, until=until)
+    scope = context.config().payment_scope
+    return views.finance(context.reader(), period=period, since=since, until=until, scope=scope)
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

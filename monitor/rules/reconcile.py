@@ -28,6 +28,8 @@ Definitions.
   *Interpretation*: a zero-amount payment (trial-start or 100 %-off invoice) is not "fully refunded".
 - due: `now - created > grace` (strictly older); a payment without `created` is never due.
 - active: the row's status, compared case-insensitively, is one of `active_statuses`.
+- matched (the summary's parity): a counted payment that no paid_without_subscription,
+  subscription_not_active or refunded_but_active finding is about (findings.PARITY_DEFINITION).
 - latest payment (of a Stripe subscription, of a row): by `created`, ties broken by `payment_id`, so the
   choice does not depend on input order.
 
@@ -72,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.rules.completeness import HeldBack, SnapshotState
-from monitor.rules.findings import PAYMENT_KINDS, Finding, amount_at_risk
+from monitor.rules.findings import MISMATCH_KINDS, PAYMENT_KINDS, Finding, amount_at_risk
 from monitor.rules.matching import World, micros, prepare
 from monitor.rules.payment_findings import (
     find_active_without_payment,
@@ -202,10 +204,12 @@ def reconcile(
 
 
 def _summary(w: World, findings: list[Finding]) -> dict:
-    """Counts over the payments that need a row (all of them unless scope says otherwise)."""
-    has_active = w.n_active > 0
+    """Counts over the payments that need a row (all of them unless scope says otherwise). A payment is
+    matched unless one of these findings of MISMATCH_KINDS is about it (PARITY_DEFINITION): the same count
+    monitor.views.finance makes from the stored findings, so the Overview and Finance agree."""
     counted = w.needs_row
-    matched = int(np.count_nonzero(np.where(w.settled, ~has_active, has_active) & counted))
+    mismatched = w.pay["payment_id"].isin({f.payment_id for f in findings if f.kind in MISMATCH_KINDS})
+    matched = int(np.count_nonzero(counted & ~mismatched.to_numpy()))
     open_by_kind: dict[str, int] = {}
     for f in findings:
         open_by_kind[f.kind] = open_by_kind.get(f.kind, 0) + 1

@@ -8,26 +8,19 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy import BigInteger, Connection, Engine, String, case, column, func, select, table, true
 
-from monitor.rules.findings import AT_RISK_KINDS
+from monitor.rules.findings import AT_RISK_KINDS, MISMATCH_KINDS
+from monitor.rules.reconcile import SCOPES
 from monitor.store.models import FindingRow
 from monitor.views.common import epoch, frame, loads, nullable_int
 from monitor.views.discrepancies import CURRENT
 
 PERIODS = ("day", "week", "month")
-# The one definition of parity, shown wherever a parity number is (the Overview's chart, the Finance page),
-# and what both compute: reconcile's summary (monitor.rules.reconcile) and finance() below.
-PARITY_DEFINITION = (
-    "Parity: the share of Stripe payments whose access in the app matches the money. A paid payment matches "
-    "when the app has an active subscription row for it; a payment refunded in full, or whose dispute was "
-    "lost, matches when it has none. Payments are counted by number, per currency, all in UTC."
-)
-# Findings that say a payment's access does not match its money (acknowledged ones still do not match).
-MISMATCH_KINDS = (*AT_RISK_KINDS, "refunded_but_active")
 PARITY_COLUMNS = (
     "period_start",
     "currency",
     "payments",
     "activated_payments",
+    "matched_payments",
     "paid_amount",
     "activated_amount",
     "at_risk_amount",
@@ -52,6 +45,7 @@ _payments = table(
     column("created", BigInteger),
     column("amount", BigInteger),
     column("currency", String),
+    column("stripe_subscription_id", String),
 )
 
 
@@ -63,9 +57,13 @@ def _has_finding(p, kinds: tuple[str, ...], label: str):
     return mine.exists().label(label)
 
 
-def _per_day(conn: Connection, since: datetime, until: datetime) -> pd.DataFrame:
-    """Payments created in [since, until] by UTC day and currency: counts and sums, in SQL."""
+def _per_day(conn: Connection, since: datetime, until: datetime, scope: str) -> pd.DataFrame:
+    """Payments created in [since, until] (of a Stripe subscription only, with scope `subscriptions`) by UTC
+    day and currency: counts and sums, in SQL."""
     p = _payments
+    counted = [p.c.created >= epoch(since), p.c.created <= epoch(until)]
+    if scope == "subscriptions":
+        counted.append(func.coalesce(p.c.stripe_subscription_id, "") != "")
     # Per payment an EXISTS through the findings' payment_id index: a join to the set of at-risk payments
     # makes SQLite scan that set once per payment.
     at_risk = _has_finding(p, AT_RISK_KINDS, "at_risk")
@@ -78,7 +76,7 @@ def _per_day(conn: Connection, since: datetime, until: datetime) -> pd.DataFrame
             at_risk,
             mismatched,
         )
-        .where(p.c.created >= epoch(since), p.c.created <= epoch(until))
+        .where(*counted)
         .subquery()
     )
     risky = inner.c.at_risk == true()
@@ -167,7 +165,9 @@ def _issues(
     return nullable_int(df, "amount"), money, sum(n for _, _, n in totals)
 
 
-def finance(engine: Engine, *, period: str, since: datetime, until: datetime, limit: int = 1000) -> dict:
+def finance(
+    engine: Engine, *, period: str, since: datetime, until: datetime, scope: str = "all", limit: int = 1000
+) -> dict:
     """Everything for [since, until] (both inclusive, UTC): {"parity": PARITY_COLUMNS per period and
     currency, oldest first, for payments created in the range (weeks start on Monday), "totals":
     TOTAL_COLUMNS per currency over the whole range, "refunded_but_active" and "active_without_payment":
@@ -177,11 +177,15 @@ def finance(engine: Engine, *, period: str, since: datetime, until: datetime, li
 
     A payment counts as activated unless an open or acknowledged paid_without_subscription or
     subscription_not_active finding is about it (an acknowledgement gives the customer nothing); parity is
-    PARITY_DEFINITION: a payment matches unless such a finding, or a refunded_but_active one, is about it."""
+    PARITY_DEFINITION: a payment matches unless such a finding, or a refunded_but_active one, is about it.
+    `scope` is PAYMENT_SCOPE: with `subscriptions` only payments of a Stripe subscription count, as in
+    reconcile's summary."""
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
     with engine.connect() as conn:
-        days = _per_day(conn, since, until)
+        days = _per_day(conn, since, until, scope)
         refunded, refunded_totals, refunded_count = _issues(conn, "refunded_but_active", limit, since, until)
         orphans, orphan_totals, orphan_count = _issues(conn, "active_without_payment", limit, since, until)
     sums = ["payments", "activated_payments", "paid_amount", "at_risk_amount", "matched_payments"]
