@@ -157,7 +157,7 @@ def charts() -> None:
                     x=utc_charts.utc_axis("finished_at", "reconciled at (UTC)"),
                     y=alt.Y(
                         "parity_pct:Q",
-                        title="payments with an active row (%)",
+                        title="payments matched (%)",
                         scale=alt.Scale(domain=[max(0.0, min(low - 1, 99.0)), 100]),
                     ),
                     tooltip=[

@@ -41,7 +41,7 @@ def _apply_preset(name: str) -> None:
     st.session_state["dates"] = preset_range(name, today)
 
 
-left, middle, right = st.columns([1, 2, 2], vertical_alignment="bottom")
+left, middle, right = st.columns([5, 8, 7], vertical_alignment="bottom")
 with left:
     period_label = (
         st.segmented_control("Period", list(PERIODS), default="Day", key="period", bind="query-params")
