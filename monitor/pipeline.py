@@ -33,7 +33,7 @@ from monitor.rules.reconcile import reconcile
 from monitor.rules.root_cause import explain
 from monitor.rules.timefmt import iso
 from monitor.rules.webhook_health import audit_endpoints, webhook_findings
-from monitor.store import lifecycle, snapshot
+from monitor.store import lifecycle, payment_table, snapshot
 from monitor.store.db import warm_bulk_reader
 from monitor.stripe_api.ratelimit import RateLimiter
 from monitor.stripe_api.source import StripeSource
@@ -223,6 +223,7 @@ def _reconcile(config: Config, engine: Engine, app: AppDatabase, now: datetime) 
             run.counts = lifecycle.apply_findings(
                 conn, findings, kinds=judged, now=now, keep={finding_id(k) for k in held.keys}
             )
+            payment_table.save_unmatched(conn, result.unmatched)  # Finance counts parity from these
             current = lifecycle.current_findings(conn)
         # The summary of every run is kept, so parity can be charted over time.
         run.counts.update(

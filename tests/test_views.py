@@ -597,6 +597,27 @@ def test_with_payment_scope_subscriptions_finance_counts_what_the_reconcile_coun
         views.finance(fresh_demo.engine, period="month", since=now, until=now, scope="some")
 
 
+def test_a_repaired_payment_matches_on_finance_after_the_next_reconcile(fresh_demo):
+    def counted() -> tuple[int, set[str]]:
+        now = now_utc()
+        totals = views.finance(fresh_demo.engine, period="month", since=now - timedelta(days=3650), until=now)
+        with fresh_demo.engine.connect() as conn:
+            unmatched = set(conn.execute(text("SELECT payment_id FROM unmatched_payments")).scalars())
+        return int(totals["totals"]["matched_payments"].sum()), unmatched
+
+    usd149 = incident(fresh_demo)["payment_id"]
+    matched, unmatched = counted()
+    assert matched == fresh_demo.report.summary["matched"] and usd149 in unmatched
+    result = repair.activate(
+        fresh_demo.cfg, usd149, "support@example.com", engine=fresh_demo.engine, app=fresh_demo.app
+    )
+    assert result.outcome == "created", result.reason
+    report = pipeline.run_reconcile(fresh_demo.cfg, fresh_demo.engine)
+    now_matched, now_unmatched = counted()
+    assert now_matched == report.summary["matched"] == matched + 1
+    assert now_unmatched == unmatched - {usd149}
+
+
 def test_finance_lists_refunded_but_active_and_active_without_payment_with_totals(demo):
     now = now_utc()
     result = views.finance(demo.engine, period="month", since=now - timedelta(days=60), until=now)

@@ -59,17 +59,16 @@ WEBHOOK_KINDS: tuple[str, ...] = (
 
 # Money taken with no access given: what "amount at risk" adds up.
 AT_RISK_KINDS = ("paid_without_subscription", "subscription_not_active")
-# Findings that say a payment's access does not match its money (an acknowledged one still does not match).
-MISMATCH_KINDS = (*AT_RISK_KINDS, "refunded_but_active")
-# The one definition of parity, shown wherever a parity number is (the Overview, the Finance page, the
-# CLI's reconcile), and what each computes: reconcile's summary (monitor.rules.reconcile) from the findings
-# it makes, monitor.views.finance from the stored open and acknowledged ones.
+# The one definition of parity, shown wherever a parity number is (the Overview, the Finance page), and what
+# each counts: reconcile's summary (monitor.rules.reconcile), and Finance from the payments that reconcile
+# found not matching (monitor.views.finance).
 PARITY_DEFINITION = (
-    "Parity: the share of Stripe payments whose access in the app matches the money. A payment matches "
-    "unless a finding says otherwise: paid without a subscription, its subscription not active, or refunded "
-    "in full (or its dispute lost) while still active. A payment younger than the grace period is not judged "
-    "yet and matches. Payments are counted by number, all in UTC; with PAYMENT_SCOPE=subscriptions only "
-    "payments of a Stripe subscription count."
+    "Parity: the share of Stripe payments whose access in the app matches the money, as of the latest "
+    "reconcile. A paid payment matches when the app has an active subscription row for it; a payment "
+    "refunded in full, or whose dispute was lost, matches when it has none. So a payment still within the "
+    "grace period without its row, and one whose subscription has since been canceled, do not match. "
+    "Payments are counted by number, all in UTC; with PAYMENT_SCOPE=subscriptions only payments of a "
+    "Stripe subscription count."
 )
 
 

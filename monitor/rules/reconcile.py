@@ -28,8 +28,10 @@ Definitions.
   *Interpretation*: a zero-amount payment (trial-start or 100 %-off invoice) is not "fully refunded".
 - due: `now - created > grace` (strictly older); a payment without `created` is never due.
 - active: the row's status, compared case-insensitively, is one of `active_statuses`.
-- matched (the summary's parity): a counted payment that no paid_without_subscription,
-  subscription_not_active or refunded_but_active finding is about (findings.PARITY_DEFINITION).
+- matched (the summary's parity, findings.PARITY_DEFINITION): a counted payment that is not settled and has
+  an active strongly matched row, or is settled and has none. *Interpretation*: judged as of `now`, so a
+  payment within grace without its row yet, and one whose subscription has since been canceled, do not
+  match; `Reconciliation.unmatched` lists the counted payments that do not, for Finance to count the same.
 - latest payment (of a Stripe subscription, of a row): by `created`, ties broken by `payment_id`, so the
   choice does not depend on input order.
 
@@ -74,7 +76,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.rules.completeness import HeldBack, SnapshotState
-from monitor.rules.findings import MISMATCH_KINDS, PAYMENT_KINDS, Finding, amount_at_risk
+from monitor.rules.findings import PAYMENT_KINDS, Finding, amount_at_risk
 from monitor.rules.matching import World, micros, prepare
 from monitor.rules.payment_findings import (
     find_active_without_payment,
@@ -128,6 +130,7 @@ class Reconciliation:
     findings: list[Finding]
     summary: dict  # payments, matched, parity_pct, open_by_kind {kind: n}, amount_at_risk {currency: minor}
     held_back: HeldBack = field(default_factory=HeldBack)
+    unmatched: list[str] = field(default_factory=list)  # counted payments that do not match, by payment_id
 
 
 def empty_payments() -> pd.DataFrame:
@@ -200,16 +203,21 @@ def reconcile(
     order = {k: i for i, k in enumerate(PAYMENT_KINDS)}
     findings = list({f.key: f for f in reversed(findings)}.values())  # a payment id listed twice: once
     findings.sort(key=lambda f: (order[f.kind], f.key))
-    return Reconciliation(findings, _summary(w, findings), w.held)
+    unmatched = w.needs_row & ~_matches(w)
+    ids = w.pay["payment_id"].to_numpy()[unmatched]
+    return Reconciliation(findings, _summary(w, findings, unmatched), w.held, sorted({str(i) for i in ids}))
 
 
-def _summary(w: World, findings: list[Finding]) -> dict:
-    """Counts over the payments that need a row (all of them unless scope says otherwise). A payment is
-    matched unless one of these findings of MISMATCH_KINDS is about it (PARITY_DEFINITION): the same count
-    monitor.views.finance makes from the stored findings, so the Overview and Finance agree."""
+def _matches(w: World) -> np.ndarray:
+    """Per payment, whether the app's access matches the money (PARITY_DEFINITION)."""
+    has_active = w.n_active > 0
+    return np.where(w.settled, ~has_active, has_active)
+
+
+def _summary(w: World, findings: list[Finding], unmatched: np.ndarray) -> dict:
+    """Counts over the payments that need a row (all of them unless scope says otherwise)."""
     counted = w.needs_row
-    mismatched = w.pay["payment_id"].isin({f.payment_id for f in findings if f.kind in MISMATCH_KINDS})
-    matched = int(np.count_nonzero(counted & ~mismatched.to_numpy()))
+    matched = int(np.count_nonzero(counted & ~unmatched))
     open_by_kind: dict[str, int] = {}
     for f in findings:
         open_by_kind[f.kind] = open_by_kind.get(f.kind, 0) + 1

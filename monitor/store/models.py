@@ -228,6 +228,14 @@ class PaymentRow(Base):
     )
 
 
+class UnmatchedPayment(Base):
+    """A payment the latest reconcile counted as not matching (findings.PARITY_DEFINITION), so that Finance
+    counts parity as the reconcile does (0008). monitor.store.payment_table.save_unmatched keeps it."""
+
+    __tablename__ = "unmatched_payments"
+    payment_id: Mapped[str] = _id()
+
+
 class SyncWindow(Base):
     """One created-window of one resource: [window_start, window_end), paged newest first.
 

@@ -24,10 +24,11 @@ import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Mapping
 
-from sqlalchemy import Connection, String, bindparam, text
+from sqlalchemy import Connection, String, bindparam, delete, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from monitor.rules.reconcile import PAYMENT_COLUMNS
+from monitor.store.models import UnmatchedPayment
 
 # Events that announce a payment, in order of preference for a payment's `event_id`. A session paid by an
 # async method (ACH, SEPA, …) completes unpaid; the event whose copy says paid is the async one.
@@ -213,3 +214,18 @@ def _lookup(conn: Connection, sql: str, values: Iterable[str]) -> set[str]:
     for chunk in _chunks(wanted):
         found.update(v for (v,) in conn.execute(statement, {"ids": chunk}))
     return found
+
+
+def save_unmatched(conn: Connection, unmatched: Iterable[str]) -> dict[str, int]:
+    """Make `unmatched_payments` hold exactly `unmatched` (the payments the reconcile just counted as not
+    matching), changing only what changed: reconcile runs every few minutes and the set moves little.
+    Returns {"added": n, "removed": n}."""
+    t = UnmatchedPayment.__table__
+    now = set(unmatched)
+    before = set(conn.execute(select(t.c.payment_id)).scalars())
+    gone, new = sorted(before - now), sorted(now - before)
+    for chunk in _chunks(gone):
+        conn.execute(delete(t).where(t.c.payment_id.in_(chunk)))
+    for chunk in _chunks(new):
+        conn.execute(insert(t), [{"payment_id": p} for p in chunk])
+    return {"added": len(new), "removed": len(gone)}

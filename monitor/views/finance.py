@@ -8,9 +8,9 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy import BigInteger, Connection, Engine, String, case, column, func, select, table, true
 
-from monitor.rules.findings import AT_RISK_KINDS, MISMATCH_KINDS
+from monitor.rules.findings import AT_RISK_KINDS
 from monitor.rules.reconcile import SCOPES
-from monitor.store.models import FindingRow
+from monitor.store.models import FindingRow, UnmatchedPayment
 from monitor.views.common import epoch, frame, loads, nullable_int
 from monitor.views.discrepancies import CURRENT
 
@@ -39,6 +39,7 @@ ISSUE_COLUMNS = (
     "status",
 )
 _f = FindingRow.__table__
+_u = UnmatchedPayment.__table__
 _payments = table(
     "payments",
     column("payment_id", String),
@@ -67,7 +68,8 @@ def _per_day(conn: Connection, since: datetime, until: datetime, scope: str) -> 
     # Per payment an EXISTS through the findings' payment_id index: a join to the set of at-risk payments
     # makes SQLite scan that set once per payment.
     at_risk = _has_finding(p, AT_RISK_KINDS, "at_risk")
-    mismatched = _has_finding(p, MISMATCH_KINDS, "mismatched")
+    # Parity is the reconcile's (PARITY_DEFINITION): the payments it counted as not matching, by primary key.
+    mismatched = select(_u.c.payment_id).where(_u.c.payment_id == p.c.payment_id).exists().label("mismatched")
     inner = (
         select(
             (p.c.created // 86400).label("day"),
@@ -177,7 +179,8 @@ def finance(
 
     A payment counts as activated unless an open or acknowledged paid_without_subscription or
     subscription_not_active finding is about it (an acknowledgement gives the customer nothing); parity is
-    PARITY_DEFINITION: a payment matches unless such a finding, or a refunded_but_active one, is about it.
+    PARITY_DEFINITION as the latest reconcile counted it: a payment matches unless that reconcile listed it
+    in `unmatched_payments` (one it has not judged yet, synced since, matches).
     `scope` is PAYMENT_SCOPE: with `subscriptions` only payments of a Stripe subscription count, as in
     reconcile's summary."""
     if period not in PERIODS:
