@@ -8,25 +8,15 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from monitor.emulator.shapes import example
+from monitor.emulator.shapes import paid_session
 
 PRICES = np.array([4900, 9900, 14900, 29900], dtype=np.int64)
 DAY = 86400
 
 
 def session_base() -> dict:
-    return example(
-        "checkout.session",
-        status="complete",
-        payment_status="paid",
-        mode="payment",
-        currency="usd",
-        customer=None,
-        payment_intent=None,
-        subscription=None,
-        invoice=None,
-        livemode=False,
-    )
+    """The paid one-time Checkout Session every benchmark session is a copy of."""
+    return paid_session()
 
 
 def bench_sessions(

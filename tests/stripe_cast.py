@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import create_engine, text
 
 from monitor.app_db import create_default_schema
-from monitor.emulator.shapes import example
+from monitor.emulator.shapes import example, paid_charge, paid_intent, paid_session, session_customer_details
 from monitor.rules.findings import WEBHOOK_KINDS
 
 MONTH_S = 30 * 86400
@@ -58,23 +58,13 @@ class Account:
         cus = self.customer(email, created - 60)
         pi, ch = self.intent(cus, amount, created, refunded=refunded, disputed=dispute is not None)
         cs, evt = self.id("cs"), self.id("evt")
-        details = dict(example("checkout.session")["customer_details"], email=email)
-        session = example(
-            "checkout.session",
+        session = paid_session(
             id=cs,
-            status="complete",
-            payment_status="paid",
-            mode="payment",
             amount_total=amount,
-            currency="usd",
             customer=cus,
-            customer_details=details,
-            customer_email=None,
+            customer_details=session_customer_details(email=email),
             payment_intent=pi,
-            subscription=None,
-            invoice=None,
             created=created,
-            livemode=False,
         )
         self.objects.append(session)
         self.objects.append(
@@ -148,36 +138,30 @@ class Account:
     ) -> tuple[str, str]:
         """A PaymentIntent of today's shape (no `invoice` field) and its charge: (pi id, charge id)."""
         pi, ch = self.id("pi"), self.id("ch")
-        intent = example(
-            "payment_intent",
+        ok = status == "succeeded"
+        intent = paid_intent(
+            amount,
+            ch,
             id=pi,
-            amount=amount,
-            amount_received=amount if status == "succeeded" else 0,
-            currency="usd",
+            amount_received=amount if ok else 0,
             status=status,
             customer=cus,
-            latest_charge=ch,
             created=created,
-            livemode=False,
         )
         intent.pop("invoice", None)
         self.objects.append(intent)
+        failed = {} if ok else {"paid": False, "captured": False, "status": "failed"}
         self.objects.append(
-            example(
-                "charge",
+            paid_charge(
+                amount,
+                pi,
                 id=ch,
-                amount=amount,
                 amount_refunded=refunded,
                 refunded=refunded >= amount,
                 disputed=disputed,
-                paid=status == "succeeded",
-                captured=status == "succeeded",
-                status="succeeded" if status == "succeeded" else "failed",
-                currency="usd",
                 customer=cus,
-                payment_intent=pi,
                 created=created,
-                livemode=False,
+                **failed,
             )
         )
         return pi, ch
@@ -325,24 +309,17 @@ class Account:
         self.objects.append(subscription)
         paid_at = created + (async_paid_after_s or 0)
         first = self.invoice(cus, sub, paid_at, amounts=(due,), subtotal=amount if discount else due)
-        details = dict(example("checkout.session")["customer_details"], email=email)
-        session = example(
-            "checkout.session",
+        session = paid_session(
             id=cs,
-            status="complete",
             payment_status="unpaid" if async_paid_after_s else ("paid" if due else "no_payment_required"),
             mode="subscription",
             amount_total=due,
             amount_subtotal=amount if discount else due,
-            currency="usd",
             customer=cus,
-            customer_details=details,
-            customer_email=None,
-            payment_intent=None,
+            customer_details=session_customer_details(email=email),
             subscription=sub,
             invoice=first["in"],
             created=created,
-            livemode=False,
         )
         self.objects.append(session)
         evt = self.event("checkout.session.completed", session, created + 1)
@@ -457,21 +434,11 @@ class Account:
 def many_sessions(newest: int, n: int, *, start: int = 0) -> list[dict]:
     """`n` paid Checkout Sessions a minute apart, the newest created at `newest`, for paging tests."""
     return [
-        example(
-            "checkout.session",
+        paid_session(
             id=f"cs_many{start + i:07d}",
-            status="complete",
-            payment_status="paid",
-            mode="payment",
             amount_total=4900,
-            currency="usd",
-            customer=None,
             customer_email=f"c{start + i}@example.com",
-            payment_intent=None,
-            subscription=None,
-            invoice=None,
             created=newest - i * 60,
-            livemode=False,
         )
         for i in range(n)
     ]

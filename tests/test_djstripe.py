@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from monitor.emulator import server
-from monitor.emulator.shapes import example, examples
+from monitor.emulator.shapes import example, examples, paid_charge, paid_intent
 from tests.django_app import harness
 from tests.stripe_cast import REDIS_ERROR, Account, findings_of
 
@@ -94,36 +94,8 @@ class DjStripeAccount(Account):
     def _invoice(self, cus: str, email: str, sub_id: str, start: int, end: int, *, first: bool) -> dict:
         inv, pi, ch, evt = self.id("in"), self.id("pi"), self.id("ch"), self.id("evt")
         paid_at = start + 60
-        self.objects.append(
-            example(
-                "payment_intent",
-                id=pi,
-                amount=14900,
-                amount_received=14900,
-                currency="usd",
-                status="succeeded",
-                customer=cus,
-                latest_charge=ch,
-                created=paid_at - 2,
-                livemode=False,
-            )
-        )
-        charge = example(
-            "charge",
-            id=ch,
-            amount=14900,
-            amount_refunded=0,
-            refunded=False,
-            disputed=False,
-            paid=True,
-            captured=True,
-            status="succeeded",
-            currency="usd",
-            customer=cus,
-            payment_intent=pi,
-            created=paid_at - 2,
-            livemode=False,
-        )
+        self.objects.append(paid_intent(14900, ch, id=pi, customer=cus, created=paid_at - 2))
+        charge = paid_charge(14900, pi, id=ch, customer=cus, created=paid_at - 2)
         self.objects.append(charge)
         line = json.loads(json.dumps(examples()["invoice"]["lines"]["data"][0]))
         line.update(amount=14900, currency="usd", invoice=inv, period={"start": start, "end": end})
@@ -195,18 +167,7 @@ class DjStripeAccount(Account):
     def refund(self, invoice: dict) -> None:
         charge = invoice["charge"]
         charge.update(amount_refunded=14900, refunded=True)
-        self.objects.append(
-            example(
-                "refund",
-                id=self.id("re"),
-                amount=14900,
-                charge=charge["id"],
-                payment_intent=invoice["pi"],
-                currency="usd",
-                status="succeeded",
-                created=charge["created"] + 3600,
-            )
-        )
+        super().refund(invoice["pi"], charge["id"], 14900, charge["created"] + 3600)
 
     def delivered(self, invoice: dict, *, error: str | None = None) -> None:
         """dj-stripe's WebhookEventTrigger for the invoice's event: processed (and its Event stored), or

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from monitor.emulator.shapes import example, examples
+from monitor.emulator.shapes import (
+    example,
+    examples,
+    paid_charge,
+    paid_intent,
+    paid_session,
+    session_customer_details,
+)
 from monitor.rules.webhook_health import REQUIRED_EVENT_TYPES
 
 API_VERSION = "2026-10-28.endive"
@@ -161,56 +168,44 @@ class PaymentBuilder:
 
     def _intent_and_charge(self, customer: dict, amount: int, currency: str, at: int, description: str):
         pi_id, ch_id, pm_id = self._id("pi_"), self._id("ch_"), self._id("pm_")
-        intent = example(
-            "payment_intent",
+        # What the PaymentIntent and its Charge both say of the payment.
+        shared = {
+            "currency": currency,
+            "customer": customer["id"],
+            "description": description,
+            "payment_method": pm_id,
+            "receipt_email": customer["email"],
+            "transfer_data": None,
+        }
+        intent = paid_intent(
+            amount,
+            ch_id,
             id=pi_id,
-            amount=amount,
-            amount_received=amount,
             amount_capturable=0,
-            currency=currency,
-            customer=customer["id"],
-            description=description,
-            status="succeeded",
-            latest_charge=ch_id,
-            payment_method=pm_id,
             created=at,
             canceled_at=None,
             last_payment_error=None,
             next_action=None,
             processing=None,
-            transfer_data=None,
-            receipt_email=customer["email"],
             client_secret=f"{pi_id}_secret_{self._id('', 25)}",
             automatic_payment_methods=None,
-            livemode=False,
             metadata={},
+            **shared,
         )
         details = copy.deepcopy(examples()["charge"]["payment_method_details"])
         details["card"]["last4"] = f"{self.rng.randint(0, 9999):04d}"
         details["card"]["brand"] = details["card"]["network"] = self.rng.choice(("visa", "mastercard"))
         billing = copy.deepcopy(examples()["charge"]["billing_details"])
         billing.update(email=customer["email"], name=customer["name"])
-        charge = example(
-            "charge",
+        charge = paid_charge(
+            amount,
+            pi_id,
             id=ch_id,
-            amount=amount,
             amount_captured=amount,
-            amount_refunded=0,
-            refunded=False,
-            disputed=False,
-            captured=True,
-            paid=True,
-            status="succeeded",
-            currency=currency,
-            customer=customer["id"],
-            payment_intent=pi_id,
-            payment_method=pm_id,
             payment_method_details=details,
             billing_details=billing,
-            description=description,
             balance_transaction=self._id("txn_"),
             created=at + 1,
-            receipt_email=customer["email"],
             receipt_url=f"https://pay.stripe.com/receipts/payment/{self._id('', 40)}",
             refunds={"object": "list", "data": [], "has_more": False, "url": f"/v1/charges/{ch_id}/refunds"},
             outcome={
@@ -224,29 +219,21 @@ class PaymentBuilder:
                 "type": "authorized",
             },
             source=None,
-            transfer_data=None,
-            livemode=False,
             metadata={},
+            **shared,
         )
         return self._add(intent), self._add(charge)
 
     def _session(self, customer: dict, plan: Plan, created: int, **fields) -> dict:
-        details = copy.deepcopy(examples()["checkout.session"]["customer_details"])
-        details.update(email=customer["email"], name=customer["name"])
-        session = example(
-            "checkout.session",
+        session = paid_session(
             id=self._id("cs_test_"),
             created=created,
             expires_at=created + DAY,
-            status="complete",
-            payment_status="paid",
             amount_subtotal=plan.amount,
             amount_total=plan.amount,
             currency=plan.currency,
             customer=customer["id"],
-            customer_details=details,
-            customer_email=None,
-            livemode=False,
+            customer_details=session_customer_details(email=customer["email"], name=customer["name"]),
             metadata={"plan": plan.key},
             success_url="https://app.example-saas.com/billing/success?session_id={CHECKOUT_SESSION_ID}",
             cancel_url="https://app.example-saas.com/pricing",
