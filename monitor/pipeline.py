@@ -26,12 +26,13 @@ from monitor.clock import now_utc
 from monitor.config import Config
 from monitor.errors import BadInput, MonitorError, StripeAuthError, StripeError
 from monitor.rules.completeness import snapshot_json, whole_kinds_held_back
-from monitor.rules.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, finding_id, severity_of
+from monitor.rules.findings import PAYMENT_KINDS, WEBHOOK_KINDS, amount_at_risk, finding_id
 from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_max_age
 from monitor.rules.outages import outage_windows
 from monitor.rules.reconcile import reconcile
 from monitor.rules.root_cause import explain
 from monitor.rules.timefmt import iso
+from monitor.rules.verdict import verdict  # also pipeline.verdict, as `check` gives it
 from monitor.rules.webhook_health import audit_endpoints, webhook_findings
 from monitor.store import lifecycle, payment_table, snapshot
 from monitor.store.db import warm_bulk_reader
@@ -437,17 +438,3 @@ def with_sync_failures(result, state):
     said = "; ".join(f"sync of {g.resource} failed: {g.why()}" for g in failed)
     status = result.status if result.status == "down" else "degraded"
     return dataclasses.replace(result, status=status, detail=f"{result.detail}; {said}")
-
-
-def verdict(components: list, findings: dict[str, int], *, store_read: bool) -> str:
-    """CRITICAL: a component down or a critical finding open; WARNING: a component degraded or unknown,
-    or a warning finding open; UNKNOWN: the store could not be read (nothing else down); else OK."""
-    statuses = {c.status for c in components}
-    severities = {severity_of(kind) for kind, n in findings.items() if n}
-    if "down" in statuses or "critical" in severities:
-        return "CRITICAL"
-    if not store_read:
-        return "UNKNOWN"
-    if statuses & {"degraded", "unknown"} or "warning" in severities:
-        return "WARNING"
-    return "OK"

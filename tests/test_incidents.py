@@ -1,4 +1,5 @@
-"""Incidents: open findings grouped by their cause, on small tables of the cast's findings.
+"""Incidents: open findings grouped by their cause, on small tables of the cast's findings; and the Overview's
+status line those incidents sit under (monitor.views.status.status_line), as a table.
 
 The story is issue 16's: redis:channels is down 12:41–13:05 UTC, the customers who paid in that window were
 never activated and the app's log holds the Redis error for each of their events; on some days the endpoint
@@ -28,6 +29,7 @@ from monitor.rules.incidents import (
 )
 from monitor.rules.outages import Outage
 from monitor.rules.webhook_health import LOG_COLUMNS
+from monitor.views.status import FindingsSummary, StatusLine, status_line
 from tests.stripe_cast import REDIS_ERROR
 from tests.table_cast import EXPECTED_WEBHOOK_URL, finding
 
@@ -429,3 +431,77 @@ def test_a_finding_the_store_returns_is_taken_as_it_is():
     got = open_finding(stored)
     assert (got.id, got.first_seen, got.seen, got.time) == (f.id, at("13:30"), at("13:55"), at("12:50"))
     assert got.finding is stored
+
+
+# --- the Overview's status line, as a table -----------------------------------------------------------------
+
+
+def component(name: str, status: str) -> dict:
+    return {"name": name, "status": status, "detail": ""}
+
+
+UP = [component("redis:channels", "up"), component("webhook_endpoint", "up"), component("app_db", "up")]
+
+
+@pytest.mark.parametrize(
+    ("strip", "summary", "line"),
+    [
+        (
+            [component("webhook_endpoint", "down"), component("redis:channels", "down")],
+            FindingsSummary(by_kind={"endpoint_misconfigured": 1}),
+            "CRITICAL — redis:channels down, webhook endpoint misconfigured",
+        ),
+        (
+            [component("redis:channels", "degraded"), component("app_db", "down")],
+            FindingsSummary(),
+            "CRITICAL — app_db down, redis:channels degraded",
+        ),
+        (
+            UP,
+            FindingsSummary(by_kind={"endpoint_misconfigured": 1}),
+            "CRITICAL — webhook endpoint misconfigured",
+        ),
+        (
+            UP,
+            FindingsSummary(
+                by_kind={"paid_without_subscription": 2, "webhook_missing": 3},
+                by_severity={"critical": 2, "warning": 3},
+            ),
+            "CRITICAL — 2 critical findings open, 3 warning findings open",
+        ),
+        (
+            UP,
+            FindingsSummary(by_kind={"webhook_missing": 1}, by_severity={"warning": 1}),
+            "WARNING — 1 warning finding open",
+        ),
+        ([*UP, component("scheduler", "unknown")], FindingsSummary(), "WARNING — scheduler unknown"),
+        (UP, FindingsSummary(), "OK — every component up, no open finding"),
+    ],
+    ids=[
+        "down-and-endpoint",
+        "down-before-degraded",
+        "endpoint-only",
+        "findings",
+        "warning",
+        "unknown",
+        "ok",
+    ],
+)
+def test_the_status_line_names_the_worst_first(strip, summary, line):
+    assert status_line(strip, summary) == StatusLine(line.partition(" — ")[0], line)
+
+
+def test_a_degraded_endpoint_is_named_as_the_endpoint_problem_not_as_a_component():
+    strip = [component("webhook_endpoint", "degraded"), component("app_db", "up")]
+    assert status_line(strip, FindingsSummary()).text == "WARNING — webhook endpoint misconfigured"
+
+
+def test_the_status_line_says_when_no_probe_has_run_yet():
+    assert status_line([], FindingsSummary()) == StatusLine("OK", "OK — no probe has run yet")
+    warning = FindingsSummary(by_kind={"webhook_missing": 1}, by_severity={"warning": 1})
+    assert status_line([], warning).text == "WARNING — 1 warning finding open, no probe has run yet"
+
+
+def test_a_component_without_a_status_is_named_unknown():
+    strip = [*UP, {"name": "scheduler", "status": None}]
+    assert status_line(strip, FindingsSummary()) == StatusLine("WARNING", "WARNING — scheduler unknown")

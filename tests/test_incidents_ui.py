@@ -1,5 +1,6 @@
-"""Incidents on the dashboard: the Overview's status line and incident cards, "Recover all" (its dry-run plan,
-its progress, the incident resolved after a reconcile), and the incident a finding or customer belongs to.
+"""Incidents on the dashboard: the Overview's status line (its words: tests/test_incidents.py's table) and
+incident cards, "Recover all" (ui.recover: its dry-run plan, its progress, the incident resolved after a
+reconcile), and the incident a finding or customer belongs to.
 AppTest in-process on the demo (the fixtures of test_dashboard), then once in Chromium.
 
 Screenshots for the README are rewritten only with UPDATE_SCREENSHOTS=1:
@@ -17,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from monitor.emulator.demo import DEMO_STAGING_WEBHOOK_URL, INCIDENT_EMAIL
-from monitor.views.status import FindingsSummary
 from tests import streamlit_server
 from tests import test_dashboard as dashboard
 from tests.services import run_cli
@@ -32,7 +32,6 @@ from tests.test_dashboard import (
     rows_for,
     unescaped,
 )
-from ui.incidents import status_line
 
 # test_dashboard's fixtures: the demo synced, reconciled and probed once per module; its environment; a copy.
 demo, use, own_copy = dashboard.demo, dashboard.use, dashboard.own_copy
@@ -45,64 +44,6 @@ def redis_card(at) -> str:
     assert titles and "Incident: redis:channels down" in titles[0], titles  # outages are listed first
     keys = [b.key for b in at.button if b.label == "Recover all"]
     return keys[0]
-
-
-# --- the status line, as a table ------------------------------------------------------------------------
-
-
-def component(name: str, status: str) -> dict:
-    return {"name": name, "status": status, "detail": ""}
-
-
-UP = [component("redis:channels", "up"), component("webhook_endpoint", "up"), component("app_db", "up")]
-
-
-@pytest.mark.parametrize(
-    ("strip", "summary", "line"),
-    [
-        (
-            [component("webhook_endpoint", "down"), component("redis:channels", "down")],
-            FindingsSummary(by_kind={"endpoint_misconfigured": 1}),
-            STATUS_LINE,
-        ),
-        (
-            [component("redis:channels", "degraded"), component("app_db", "down")],
-            FindingsSummary(),
-            "CRITICAL — app_db down, redis:channels degraded",
-        ),
-        (
-            UP,
-            FindingsSummary(by_kind={"endpoint_misconfigured": 1}),
-            "CRITICAL — webhook endpoint misconfigured",
-        ),
-        (
-            UP,
-            FindingsSummary(
-                by_kind={"paid_without_subscription": 2, "webhook_missing": 3},
-                by_severity={"critical": 2, "warning": 3},
-            ),
-            "CRITICAL — 2 critical findings open, 3 warning findings open",
-        ),
-        (
-            UP,
-            FindingsSummary(by_kind={"webhook_missing": 1}, by_severity={"warning": 1}),
-            "WARNING — 1 warning finding open",
-        ),
-        ([*UP, component("scheduler", "unknown")], FindingsSummary(), "WARNING — scheduler unknown"),
-        (UP, FindingsSummary(), "OK — every component up, no open finding"),
-    ],
-    ids=[
-        "down-and-endpoint",
-        "down-before-degraded",
-        "endpoint-only",
-        "findings",
-        "warning",
-        "unknown",
-        "ok",
-    ],
-)
-def test_the_status_line_names_the_worst_first(strip, summary, line):
-    assert status_line(strip, summary)[1] == line
 
 
 # --- the Overview ----------------------------------------------------------------------------------------

@@ -14,11 +14,14 @@ from monitor.views.incidents import find_incident, open_incidents
 from monitor.views.infrastructure import infrastructure
 from monitor.views.links import stripe_dashboard_url
 from monitor.views.status import (
+    FindingsSummary,
     SnapshotStatus,
+    StatusLine,
     findings_summary,
     freshness,
     parity_history,
     snapshot_status,
+    status_line,
     status_strip,
 )
 from monitor.views.webhooks import WebhookOverview, webhook_overview
@@ -27,7 +30,9 @@ __all__ = [
     "FINDING_COLUMNS",
     "CustomerView",
     "FindingDetail",
+    "FindingsSummary",
     "SnapshotStatus",
+    "StatusLine",
     "WebhookOverview",
     "audit_log",
     "customer_lookup",
@@ -41,6 +46,7 @@ __all__ = [
     "open_incidents",
     "parity_history",
     "snapshot_status",
+    "status_line",
     "status_strip",
     "stripe_dashboard_url",
     "webhook_overview",

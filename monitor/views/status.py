@@ -1,10 +1,12 @@
-"""The Overview's reads: the status strip, the open findings in numbers, parity over time, and whether the
-monitor's own data is fresh."""
+"""The Overview's reads: the status strip, the open findings in numbers and the one status line they add up
+to, parity over time, and whether the monitor's own data is fresh."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import pandas as pd
 from sqlalchemy import Engine, func, select
@@ -12,7 +14,9 @@ from sqlalchemy import Engine, func, select
 from monitor.rules.completeness import SnapshotState
 from monitor.rules.findings import AT_RISK_KINDS, CRITICAL, KINDS, WARNING
 from monitor.rules.heartbeat import SCHEDULED_JOBS, scheduler_max_age
+from monitor.rules.incidents import ENDPOINT_COMPONENT
 from monitor.rules.timefmt import format_duration, to_utc
+from monitor.rules.verdict import verdict
 from monitor.store import snapshot
 from monitor.store.lifecycle import ACKNOWLEDGED, OPEN
 from monitor.store.models import FindingRow, JobRun
@@ -22,6 +26,7 @@ from monitor.views.probe_history import latest_results
 SYNC_JOBS = ("sync", "jobs:sync")
 PARITY_COLUMNS = ("finished_at", "payments", "matched", "parity_pct")
 MAX_PARITY_POINTS = 2000
+ENDPOINT_PROBLEM = "webhook endpoint misconfigured"  # as monitor.rules.incidents.Cause.title says it
 _f = FindingRow.__table__
 _j = JobRun.__table__
 
@@ -104,6 +109,49 @@ def findings_summary(engine: Engine) -> FindingsSummary:
         by_severity=by_severity,
         amount_at_risk={currency: int(total) for currency, total in sorted(risk)},
     )
+
+
+@dataclass(frozen=True)
+class StatusLine:
+    """The Overview's first line: the verdict `monitor check` gives (CRITICAL, WARNING, UNKNOWN, OK) and the
+    whole line, 'CRITICAL — redis:channels down, webhook endpoint misconfigured'."""
+
+    verdict: str
+    text: str
+
+
+def status_line(strip: Iterable[Mapping], summary: FindingsSummary) -> StatusLine:
+    """The verdict `monitor check` gives (rules.verdict) for these components (status_strip) and open
+    findings (findings_summary), and what makes it so, worst first: components down, then the webhook
+    endpoint problem, then components degraded; with none of those, the open findings, else the components
+    whose state is unknown."""
+    # A component without a status is unknown, for the verdict and for the words alike.
+    strip = [{**c, "status": str(c.get("status") or "unknown")} for c in strip]
+    by_kind = dict(summary.by_kind)
+    worst = verdict([SimpleNamespace(status=c["status"]) for c in strip], by_kind, store_read=True)
+
+    def named(status: str) -> list[str]:
+        return [
+            f"{c.get('name')} {status}"
+            for c in strip
+            if c["status"] == status and c.get("name") != ENDPOINT_COMPONENT
+        ]
+
+    endpoint = by_kind.get("endpoint_misconfigured", 0) > 0 or any(
+        c.get("name") == ENDPOINT_COMPONENT and c["status"] in ("down", "degraded") for c in strip
+    )
+    parts = named("down") + ([ENDPOINT_PROBLEM] if endpoint else []) + named("degraded")
+    if not parts:
+        severity = summary.by_severity
+        for level in ("critical", "warning"):
+            n = int(severity.get(level) or 0)
+            if n:
+                parts.append(f"{n} {level} finding{'s' if n != 1 else ''} open")
+    if not parts:
+        parts = named("unknown")
+    if not strip:
+        parts.append("no probe has run yet")
+    return StatusLine(worst, f"{worst} — " + (", ".join(parts) or "every component up, no open finding"))
 
 
 def parity_history(engine: Engine, *, since: datetime, max_points: int = MAX_PARITY_POINTS) -> pd.DataFrame:
