@@ -367,10 +367,12 @@ def _recover(
             f"no incident {incident_id!r} is known: `python -m monitor incidents` lists the open ones"
         )
     recovery = Recovery(incident, operator, role, strategy, dry_run=dry_run)
-    targets = _recoverable_payments(engine, incident)
+    with engine.connect() as conn:
+        open_now = lifecycle.current_findings(conn, statuses=(OPEN,))
+    targets = _recoverable_payments(open_now, incident)
     if not targets:
         return recovery
-    webhooks = _open_webhook_findings(engine)
+    webhooks = [f for f in open_now if f.kind in WEBHOOK_DELIVERY_KINDS]
     # One Stripe connection for the whole run (in demo mode, one in-process emulator, not one per payment).
     with pipeline.stripe_source(config) as stripe:
         for n, target in enumerate(targets, 1):
@@ -401,13 +403,10 @@ class _Target:
     event_ids: frozenset[str]
 
 
-def _recoverable_payments(engine: Engine, incident: Incident) -> list[_Target]:
+def _recoverable_payments(open_now: list[lifecycle.StoredFinding], incident: Incident) -> list[_Target]:
     """The payments of the incident's recoverable findings that are still open, once each, oldest first."""
-    with engine.connect() as conn:
-        wanted = set(incident.recoverable_ids)
-        found = [
-            f for f in lifecycle.current_findings(conn, statuses=(OPEN,)) if f.id in wanted and f.payment_id
-        ]
+    wanted = set(incident.recoverable_ids)
+    found = [f for f in open_now if f.id in wanted and f.payment_id]
     found.sort(key=lambda f: (f.occurred_at is None, f.occurred_at or f.first_seen, f.payment_id))
     targets: dict[str, _Target] = {}
     for f in found:
@@ -419,11 +418,6 @@ def _recoverable_payments(engine: Engine, incident: Incident) -> list[_Target]:
             frozenset(events | (known.event_ids if known else set())),
         )
     return list(targets.values())
-
-
-def _open_webhook_findings(engine: Engine) -> list[lifecycle.StoredFinding]:
-    with engine.connect() as conn:
-        return lifecycle.current_findings(conn, statuses=(OPEN,), kinds=WEBHOOK_DELIVERY_KINDS)
 
 
 def _close_webhook_findings(

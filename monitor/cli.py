@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from monitor import config as config_module
 from monitor import demo
 from monitor.errors import MonitorError
+from monitor.rules.money import format_amounts, format_money
 
 # --- data made safe to print on a terminal ----------------------------------------------------------
 # E-mails, hints and Stripe's messages come from the app's database and from Stripe, that is, from
@@ -58,8 +59,6 @@ def _say(text: str, cfg=None, file=None) -> None:
 
 
 def _money(amount: int | None, currency: str | None) -> str:
-    from monitor.rules.money import format_money
-
     return format_money(amount, currency) if amount is not None and currency else ""
 
 
@@ -112,7 +111,7 @@ def cmd_reconcile(args, cfg) -> int:
         sys.stdout.write(printable_json(json.dumps(report.to_json(), ensure_ascii=False)) + "\n")
         return 0
     s = report.summary
-    risk = ", ".join(_money(v, k) for k, v in sorted(s["amount_at_risk"].items())) or "none"
+    risk = format_amounts(s["amount_at_risk"], none="none")
     _say(
         f"{s['payments']:,} payments, {s['matched']:,} matched, parity {s['parity_pct']}%, "
         f"{len(report.findings):,} findings; paid without access: {risk}"
@@ -173,7 +172,7 @@ def _check_summary(report) -> str:
     parts = [f"{', '.join(down)} down"] if down else []
     if report.findings:
         parts.append(", ".join(f"{n} {kind}" for kind, n in sorted(report.findings.items())))
-    risk = ", ".join(_money(v, k) for k, v in sorted(report.amount_at_risk.items()))
+    risk = format_amounts(report.amount_at_risk)
     if risk:
         parts.append(f"paid without access: {risk}")
     return "; ".join(parts) or "every component up, no open findings"
@@ -226,7 +225,7 @@ def cmd_incidents(args, cfg) -> int:
     _say(f"{len(incidents)} open incident{'s' if len(incidents) != 1 else ''}:")
     _say(f"  {'ID':16} {'CAUSE':58} {'CUSTOMERS':>9} {'AT RISK':>14} {'RECOVERABLE':>11}")
     for i in incidents:
-        risk = ", ".join(_money(v, k) for k, v in sorted(i.amount_at_risk.items())) or "-"
+        risk = format_amounts(i.amount_at_risk, none="-")
         title = printable(i.cause.title(now=now))
         _say(f"  {i.id:16} {title[:58]:58} {i.customers:>9} {risk:>14} {i.recoverable:>11}", cfg)
         if i.cause.detail:
@@ -255,7 +254,7 @@ def cmd_recover(args, cfg) -> int:
         _say(f"incident {incident.id} has no payment to recover (nothing paid is without access)", cfg)
         return 0
     counts = ", ".join(f"{n} {step.replace('_', ' ')}" for step, n in recovery.counts.items())
-    money = ", ".join(_money(v, k) for k, v in sorted(recovery.amount.items()))
+    money = format_amounts(recovery.amount)
     _say(f"{what} incident {incident.id}: {counts}" + (f" ({money})" if money else ""), cfg)
     if recovery.closed:
         _say(f"  closed {len(recovery.closed)} webhook finding(s) of the customers now active", cfg)

@@ -3,7 +3,7 @@ outlives the money. Every table downloads as CSV (spreadsheet formulas neutralis
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 
 import altair as alt
 import pandas as pd
@@ -11,11 +11,11 @@ import streamlit as st
 
 from monitor.clock import now_utc
 from monitor.rules.findings import PARITY_DEFINITION
+from monitor.views.finance import PRESETS, preset_range
 from ui import charts, context, data, tables
 from ui.text import md_escape, money, with_major
 
 PERIODS = {"Day": "day", "Week": "week", "Month": "month"}
-PRESETS = ("Last month", "This month", "Last 30 days")
 
 context.page(
     "Finance",
@@ -25,16 +25,6 @@ context.page(
 db = context.key()
 
 today = now_utc().date()
-
-
-def preset_range(name: str, day: date) -> tuple[date, date]:
-    """The dates of a preset, as of `day` (UTC): last calendar month, this month so far, the last 30 days."""
-    if name == "Last month":
-        last = day.replace(day=1) - timedelta(days=1)
-        return last.replace(day=1), last
-    if name == "This month":
-        return day.replace(day=1), day
-    return day - timedelta(days=29), day
 
 
 def _apply_preset(name: str) -> None:

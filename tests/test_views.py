@@ -30,6 +30,7 @@ from monitor.rules.findings import KINDS, finding_id
 from monitor.rules.webhook_health import PAYMENT_EVENT_TYPES, delivery_countdowns
 from monitor.store import lifecycle
 from monitor.store.models import FindingRow, JobRun
+from monitor.views.finance import preset_range
 from tests.services import free_port
 from tests.table_cast import finding
 
@@ -819,3 +820,17 @@ def test_a_filtered_page_among_100000_findings_is_the_right_one(empty_store):
     assert page["id"].tolist() == [r["id"] for r in wanted[20:45]]
     everything, all_total = views.find_findings(empty_store, statuses=None, limit=10)
     assert all_total == BULK and len(everything) == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "day", "dates"),
+    [
+        ("Last month", "2026-03-15", ("2026-02-01", "2026-02-28")),
+        ("Last month", "2026-01-01", ("2025-12-01", "2025-12-31")),
+        ("This month", "2026-12-02", ("2026-12-01", "2026-12-02")),
+        ("Last 30 days", "2026-03-01", ("2026-01-31", "2026-03-01")),
+    ],
+)
+def test_finance_presets_are_whole_utc_dates(name, day, dates):
+    picked = preset_range(name, datetime.fromisoformat(day).date())
+    assert tuple(d.isoformat() for d in picked) == dates

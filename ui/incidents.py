@@ -13,6 +13,7 @@ import streamlit as st
 from monitor.clock import now_utc
 from monitor.errors import MonitorError
 from monitor.rules.incidents import ENDPOINT, OUTAGE, Incident
+from monitor.rules.money import format_amounts
 from monitor.views.status import FindingsSummary, status_line
 from ui import context, data, recover, tables
 from ui.text import md_code, md_escape, short, utc, with_major
@@ -68,7 +69,7 @@ def facts(incident: Incident) -> str:
     )
     n = len(incident.finding_ids)
     return (
-        f"{recover.amounts(incident.amount_at_risk)} at risk · {span} · {n} finding{'s' if n != 1 else ''}, "
+        f"{format_amounts(incident.amount_at_risk, none='nothing')} at risk · {span} · {n} finding{'s' if n != 1 else ''}, "
         f"{incident.recoverable} recoverable"
     )
 
@@ -192,12 +193,7 @@ def endpoint_urls() -> tuple[str | None, list[str]] | None:
         audit = data.webhook_overview(context.key()).audit
     except MonitorError:
         return None
-    delivers = [
-        str(e.get("url"))
-        for e in audit.endpoints
-        if e.get("status") == "enabled" and not e.get("at_expected_url") and e.get("url")
-    ]
-    return audit.expected_url, delivers
+    return audit.expected_url, audit.delivered_elsewhere
 
 
 # --- the finding's and the customer's incidents ----------------------------------------------------------

@@ -9,7 +9,7 @@ passing how an incident is described (its title and its facts), so this module n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -17,7 +17,7 @@ import streamlit as st
 from monitor import actions
 from monitor.errors import MonitorError
 from monitor.rules.incidents import Incident
-from monitor.rules.money import format_money
+from monitor.rules.money import format_amounts
 from ui import activate, context, data, tables
 from ui.text import md_code, md_escape, money, one_line
 
@@ -40,11 +40,6 @@ STEP_WORDS = {
 WRITES = ("activate", "create")
 
 Describe = Callable[[Incident], tuple[str, str]]  # an incident -> (its title, its facts in one line)
-
-
-def amounts(at_risk: Mapping[str, int]) -> str:
-    """'USD 347.00, EUR 12.00', or 'nothing' (money taken without access, each payment once)."""
-    return ", ".join(format_money(int(a), c) for c, a in sorted(at_risk.items())) or "nothing"
 
 
 def _open(incident_id: str) -> None:
@@ -133,7 +128,7 @@ def _plan(incident_id: str) -> None:
     writes = sum(counts.get(step, 0) for step in WRITES)
     st.info(
         f"**Plan (dry run):** {_counted(counts)} — of {len(plan.results)} recoverable payment"
-        f"{'s' if len(plan.results) != 1 else ''} ({amounts(plan.amount)}).",
+        f"{'s' if len(plan.results) != 1 else ''} ({format_amounts(plan.amount, none='nothing')}).",
         icon=":material/checklist:",
     )
     _table(plan.results)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # Stripe's zero-decimal and three-decimal currencies: amounts are in whole units, or thousandths.
 # https://docs.stripe.com/currencies#zero-decimal, https://docs.stripe.com/currencies#three-decimal
 ZERO_DECIMAL_CURRENCIES = frozenset(
@@ -47,3 +49,8 @@ def format_money(amount: int | None, currency: str | None) -> str:
     whole, part = divmod(abs(int(amount)), 10**digits)
     sign = "-" if amount < 0 else ""
     return f"{code} {sign}{whole:,}" + (f".{part:0{digits}d}" if digits else "")
+
+
+def format_amounts(per_currency: Mapping[str, int], *, none: str = "") -> str:
+    """'EUR 12.00, USD 347.00' from {currency: minor units}, currencies in order; `none` when empty."""
+    return ", ".join(format_money(int(a), c) for c, a in sorted(per_currency.items())) or none

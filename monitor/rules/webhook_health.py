@@ -134,6 +134,15 @@ class EndpointAudit:
     problems: list[str]  # one readable sentence each
     summary: str  # one line for a status strip
 
+    @property
+    def delivered_elsewhere(self) -> list[str]:
+        """The URLs of the enabled endpoints Stripe delivers to that are not at the expected URL."""
+        return [
+            e["url"]
+            for e in self.endpoints
+            if e["status"] == "enabled" and not e["at_expected_url"] and e["url"]
+        ]
+
 
 def audit_endpoints(
     endpoints: list[dict], *, expected_url: str | None, livemode: bool | None

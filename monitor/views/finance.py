@@ -3,7 +3,7 @@ kinds of findings where access outlives the money (refunded but active, active w
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import BigInteger, Connection, Engine, String, case, column, func, select, table, true
@@ -15,6 +15,7 @@ from monitor.views.common import epoch, frame, loads, nullable_int
 from monitor.views.discrepancies import CURRENT
 
 PERIODS = ("day", "week", "month")
+PRESETS = ("Last month", "This month", "Last 30 days")  # the date ranges Finance offers in one click
 PARITY_COLUMNS = (
     "period_start",
     "currency",
@@ -48,6 +49,17 @@ _payments = table(
     column("currency", String),
     column("stripe_subscription_id", String),
 )
+
+
+def preset_range(name: str, day: date) -> tuple[date, date]:
+    """The dates of a preset (PRESETS), as of `day` (UTC), both inclusive: the whole calendar month before
+    this one, this month so far, the last 30 days (any other name)."""
+    if name == "Last month":
+        last = day.replace(day=1) - timedelta(days=1)
+        return last.replace(day=1), last
+    if name == "This month":
+        return day.replace(day=1), day
+    return day - timedelta(days=29), day
 
 
 def _has_finding(p, kinds: tuple[str, ...], label: str):
